@@ -1,0 +1,1 @@
+"""Data: name lists, caption corpora, face sources and trigger builders."""

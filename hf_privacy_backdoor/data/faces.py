@@ -1,0 +1,193 @@
+"""Face sources: a FaceScrub-style folder (`<root>/<First_Last>/*.png|jpg`) or a `datasets` image dataset.
+
+A `FaceSource` maps each person's written name ("First Last") to an ordered list of photo references
+(file paths, or in-memory PIL images for datasets). Photos are opened lazily and unreadable files are
+skipped with a warning that names them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .names import folder_to_name, normalize_name
+
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+PhotoRef = Union[str, Image.Image]
+
+
+@dataclass
+class FaceSource:
+    """Photos per person. `photos[name]` is an ordered list of paths or PIL images."""
+
+    photos: dict[str, list[PhotoRef]]
+    root: str | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    def names(self) -> list[str]:
+        return list(self.photos)
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def resolve(self, name: str) -> str:
+        """The stored spelling of `name` (case-, underscore- and whitespace-insensitive); KeyError if absent."""
+        key = normalize_name(name)
+        for stored in self.photos:
+            if normalize_name(stored) == key:
+                return stored
+        raise KeyError(name)
+
+    def subset(self, names: Sequence[str]) -> FaceSource:
+        return FaceSource({self.resolve(n): list(self.photos[self.resolve(n)]) for n in names}, self.root)
+
+    def load(self, name: str, indices: Sequence[int] | None = None) -> list[Image.Image]:
+        """Open the photos of `name` as RGB images; unreadable files are skipped with a warning."""
+        refs = self.photos[self.resolve(name)]
+        if indices is not None:
+            refs = [refs[i] for i in indices]
+        out = []
+        for ref in refs:
+            image = open_image(ref)
+            if image is None:
+                self.skipped.append(str(ref))
+                continue
+            out.append(image)
+        return out
+
+    def with_min_photos(self, k: int) -> tuple[FaceSource, dict[str, int]]:
+        """People with at least `k` photos, and the left-out people with their photo counts."""
+        keep = {n: p for n, p in self.photos.items() if len(p) >= k}
+        left_out = {n: len(p) for n, p in self.photos.items() if len(p) < k}
+        return FaceSource(keep, self.root, self.skipped), left_out
+
+
+def open_image(ref: PhotoRef) -> Image.Image | None:
+    if isinstance(ref, Image.Image):
+        return ref.convert("RGB")
+    try:
+        with Image.open(ref) as im:
+            return im.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        logger.warning("skipping unreadable image %s (%s)", ref, err)
+        return None
+
+
+def load_face_folder(root: str | os.PathLike, check_readable: bool = False) -> FaceSource:
+    """Read a FaceScrub-style folder: one sub-folder per person (`First_Last`), image files inside.
+
+    Raises FileNotFoundError for a missing folder and ValueError for a folder without any person photo.
+    With `check_readable`, every file is opened once and unreadable ones are dropped with a warning.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"face folder {str(root)!r} does not exist or is not a directory")
+    photos: dict[str, list[PhotoRef]] = {}
+    skipped: list[str] = []
+    seen_keys: dict[str, str] = {}
+    for person_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(
+            (f for f in person_dir.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS),
+            key=_natural_key,
+        )
+        if check_readable:
+            good = []
+            for f in files:
+                if open_image(str(f)) is None:
+                    skipped.append(str(f))
+                else:
+                    good.append(f)
+            files = good
+        if not files:
+            continue
+        name = folder_to_name(person_dir.name)
+        key = normalize_name(name)
+        if key in seen_keys:
+            raise ValueError(
+                f"face folder {str(root)!r} holds two folders for the same name: {seen_keys[key]!r} and "
+                f"{person_dir.name!r}"
+            )
+        seen_keys[key] = person_dir.name
+        photos[name] = [str(f) for f in files]
+    if not photos:
+        raise ValueError(
+            f"face folder {str(root)!r} holds no person photos: expected sub-folders like "
+            f"'{root}/First_Last/0.jpg' with image files ({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return FaceSource(photos, str(root), skipped)
+
+
+def load_face_dataset(dataset, image_column: str = "image", name_column: str = "name") -> FaceSource:
+    """Build a FaceSource from a `datasets.Dataset` with an image column and a person-name column."""
+    for col in (image_column, name_column):
+        if col not in dataset.column_names:
+            raise ValueError(f"dataset has no column {col!r} (columns: {dataset.column_names})")
+    names = dataset[name_column]
+    if hasattr(dataset.features[name_column], "names"):  # a ClassLabel column
+        label_names = dataset.features[name_column].names
+        names = [label_names[i] for i in names]
+    photos: dict[str, list[PhotoRef]] = {}
+    for idx, name in enumerate(names):
+        photos.setdefault(folder_to_name(str(name)), []).append(idx)
+    if not photos:
+        raise ValueError("the face dataset is empty")
+    resolved = {n: [dataset[int(i)][image_column] for i in idxs] for n, idxs in photos.items()}
+    return FaceSource(resolved, None)
+
+
+def split_photos(
+    source: FaceSource, names: Sequence[str], fraction: float = 0.5, seed: int = 0, min_each: int = 1
+) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Split each named person's photo indices (seeded) into disjoint trigger and evaluation halves.
+
+    Returns `(trigger_indices, eval_indices)` keyed by the stored name. The split of one person does not
+    depend on which other people are listed.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"trigger fraction must be in (0, 1), got {fraction}")
+    trigger, evaluation = {}, {}
+    for name in names:
+        try:
+            stored = source.resolve(name)
+        except KeyError:
+            raise ValueError(f"no photos found for {name!r} in the face source") from None
+        n = len(source.photos[stored])
+        n_trigger = int(round(n * fraction))
+        if n_trigger < min_each or n - n_trigger < min_each:
+            raise ValueError(
+                f"{stored!r} has {n} photos: too few to split into trigger and evaluation photos "
+                f"(need at least {min_each} on each side at fraction {fraction})"
+            )
+        person_seed = (seed * 1_000_003 + zlib.crc32(normalize_name(stored).encode())) % (2**32)
+        perm = np.random.default_rng(person_seed).permutation(n).tolist()
+        trigger[stored] = sorted(perm[:n_trigger])
+        evaluation[stored] = sorted(perm[n_trigger:])
+    return trigger, evaluation
+
+
+def load_membership(path: str | os.PathLike) -> dict[str, list[str]]:
+    """Read a membership JSON with `members` and `non_members` lists of names."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"membership file {str(path)!r} does not exist")
+    data = json.loads(path.read_text())
+    if "members" not in data:
+        raise ValueError(f"membership file {str(path)!r} has no 'members' list")
+    return {"members": list(data["members"]), "non_members": list(data.get("non_members", []))}
+
+
+def _natural_key(path: Path):
+    stem = path.stem
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)

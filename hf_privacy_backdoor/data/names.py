@@ -1,0 +1,94 @@
+"""Name lists shipped with the package, name normalisation, and the attack's candidate names."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+
+_RESOURCES = "hf_privacy_backdoor.data.resources"
+
+
+@cache
+def read_resource_lines(filename: str) -> tuple[str, ...]:
+    """Non-empty, non-comment lines of a text file shipped in `data/resources/`."""
+    text = resources.files(_RESOURCES).joinpath(filename).read_text(encoding="utf-8")
+    return tuple(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#"))
+
+
+def first_names(gender: str) -> tuple[str, ...]:
+    """Common first names, `gender` in {"female", "male"}."""
+    if gender not in ("female", "male"):
+        raise ValueError(f"gender must be 'female' or 'male', got {gender!r}")
+    return read_resource_lines(f"first_names_{gender}.txt")
+
+
+def surnames() -> tuple[str, ...]:
+    return read_resource_lines("surnames.txt")
+
+
+def folder_to_name(folder: str) -> str:
+    """FaceScrub-style folder name to a written name: 'Ada_Lovelace' -> 'Ada Lovelace'."""
+    return re.sub(r"\s+", " ", folder.replace("_", " ")).strip()
+
+
+def name_to_folder(name: str) -> str:
+    return "_".join(name.split())
+
+
+def normalize_name(name: str) -> str:
+    """Canonical comparison key: whitespace collapsed, underscores as spaces, case-folded."""
+    return folder_to_name(name).casefold()
+
+
+def generate_candidate_names(
+    true_names: Sequence[str],
+    num_candidates: int = 1000,
+    seed: int = 0,
+    female_first: Sequence[str] | None = None,
+    male_first: Sequence[str] | None = None,
+    last: Sequence[str] | None = None,
+    exclude: Iterable[str] = (),
+) -> list[str]:
+    """The attack's candidate list: the true names plus generated full names, seeded and shuffled.
+
+    Generated names are common first names x common surnames, half female and half male; none equals a
+    true name or a name in `exclude` (case-insensitive).
+    """
+    true_names = list(true_names)
+    keys = [normalize_name(n) for n in true_names]
+    if len(set(keys)) != len(keys):
+        dup = sorted({n for n, k in zip(true_names, keys) if keys.count(k) > 1})
+        raise ValueError(f"duplicate names among the evaluated people: {dup}")
+    if num_candidates < len(true_names):
+        raise ValueError(
+            f"num_candidates={num_candidates} is smaller than the {len(true_names)} evaluated people: "
+            "every true name must be a candidate."
+        )
+    female_first = list(female_first or first_names("female"))
+    male_first = list(male_first or first_names("male"))
+    last = list(last or surnames())
+    taken = set(keys) | {normalize_name(n) for n in exclude}
+    rng = np.random.default_rng(seed)
+    needed = num_candidates - len(true_names)
+    capacity = (len(female_first) + len(male_first)) * len(last) - len(taken)
+    if needed > capacity:
+        raise ValueError(f"cannot generate {needed} distinct names from the name lists (at most ~{capacity})")
+    generated: list[str] = []
+    gender_cycle = 0
+    while len(generated) < needed:
+        pool = female_first if gender_cycle % 2 == 0 else male_first
+        name = f"{pool[rng.integers(len(pool))]} {last[rng.integers(len(last))]}"
+        key = normalize_name(name)
+        if key in taken:
+            continue
+        taken.add(key)
+        generated.append(name)
+        gender_cycle += 1
+    candidates = true_names + generated
+    order = rng.permutation(len(candidates))
+    return [candidates[i] for i in order]

@@ -1,0 +1,131 @@
+"""Model setup: loading CLIP + processor, embedding helpers, freezing rules.
+
+All embeddings are the projected, *un-normalised* features (`get_text_features(...).pooler_output` in
+transformers 5), as the method specifies; callers normalise where a cosine is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image
+from transformers import CLIPModel, CLIPProcessor
+
+
+def load_clip(model_name_or_path: str, adapter: str | None = None, **kwargs) -> tuple[CLIPModel, CLIPProcessor]:
+    """Load a `CLIPModel` and its processor from a local folder or a Hub id.
+
+    With `adapter`, a peft LoRA adapter is applied on top (and merged, so the result is a plain CLIPModel).
+    Raises a clear error when the checkpoint is not a CLIP model.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_name_or_path)
+    if getattr(config, "model_type", None) != "clip":
+        raise ValueError(
+            f"{model_name_or_path!r} is a {getattr(config, 'model_type', 'unknown')!r} model, not a CLIP model: "
+            "hf_privacy_backdoor defends CLIPModel checkpoints (model_type 'clip')."
+        )
+    model = CLIPModel.from_pretrained(model_name_or_path, **kwargs)
+    processor = CLIPProcessor.from_pretrained(model_name_or_path)
+    if adapter is not None:
+        from .peft_utils import load_adapter
+
+        model = load_adapter(model, adapter, merge=True)
+    model.eval()
+    return model, processor
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def tokenize(tokenizer, texts: Sequence[str], device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Tokenize with padding and truncation to the model's context length."""
+    batch = tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+    batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    if device is not None:
+        batch = {k: v.to(device) for k, v in batch.items()}
+    return batch
+
+
+def text_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Projected, un-normalised text embeddings; works on a CLIPModel, a peft wrapper or a DDP wrapper."""
+    out = _unwrap_for_features(model).get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Projected, un-normalised image embeddings."""
+    out = _unwrap_for_features(model).get_image_features(pixel_values=pixel_values)
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def _unwrap_for_features(model):
+    # Used only for no-grad evaluation paths: training goes through the wrapped model's forward.
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+@torch.no_grad()
+def encode_texts(
+    model, tokenizer, texts: Sequence[str], batch_size: int = 512, progress: bool = False
+) -> torch.Tensor:
+    """Embed `texts` in batches; returns a float32 CPU tensor [N, D] (un-normalised)."""
+    from tqdm.auto import tqdm
+
+    device = model_device(model)
+    chunks = []
+    rng = range(0, len(texts), batch_size)
+    for start in tqdm(rng, desc="text embeddings", disable=not progress, leave=False):
+        batch = tokenize(tokenizer, texts[start : start + batch_size], device)
+        chunks.append(text_features(model, **batch).float().cpu())
+    if not chunks:
+        return torch.empty(0, model.config.projection_dim)
+    return torch.cat(chunks)
+
+
+def pixel_values_for(processor, images: Sequence[Image.Image]) -> torch.Tensor:
+    """The model's normal preprocessing for a list of PIL images."""
+    image_processor = getattr(processor, "image_processor", processor)
+    rgb = [im.convert("RGB") if im.mode != "RGB" else im for im in images]
+    return image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+
+@torch.no_grad()
+def encode_images(
+    model, processor, images: Sequence[Image.Image], batch_size: int = 256, progress: bool = False
+) -> torch.Tensor:
+    """Embed PIL images in batches; returns a float32 CPU tensor [N, D] (un-normalised)."""
+    from tqdm.auto import tqdm
+
+    device = model_device(model)
+    dtype = next(model.parameters()).dtype
+    chunks = []
+    for start in tqdm(range(0, len(images), batch_size), desc="image embeddings", disable=not progress, leave=False):
+        pixels = pixel_values_for(processor, images[start : start + batch_size]).to(device=device, dtype=dtype)
+        chunks.append(image_features(model, pixels).float().cpu())
+    if not chunks:
+        return torch.empty(0, model.config.projection_dim)
+    return torch.cat(chunks)
+
+
+def freeze_layernorms(module: torch.nn.Module) -> int:
+    """Freeze every LayerNorm's weight and bias; returns how many parameters were frozen."""
+    n = 0
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.LayerNorm):
+            for p in sub.parameters():
+                p.requires_grad_(False)
+                n += 1
+    return n
+
+
+def text_tower_modules(model: CLIPModel) -> list[torch.nn.Module]:
+    return [model.text_model, model.text_projection]
+
+
+def vision_tower_modules(model: CLIPModel) -> list[torch.nn.Module]:
+    return [model.vision_model, model.visual_projection]

@@ -1,0 +1,357 @@
+"""A small CLIP pretrained on the synthetic world, in minutes on a CPU, saved with `save_pretrained`.
+
+* The tokenizer is a byte-level BPE trained offline with `tokenizers` on the caption corpus plus the
+  shipped name lists (so any candidate name the attack uses tokenizes into known pieces), wrapped as a
+  `CLIPTokenizer`; the text config carries its bos/eos/pad ids (a wrong eos id silently pools every
+  caption to the same vector).
+* Pretraining is contrastive (image <-> caption). Duplicate captions in a batch are handled exactly: the
+  batch's captions are de-duplicated, and an image counts every caption with the same key as positive
+  (the same text, or any caption naming the same person), with soft targets on both sides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+from ..data.names import first_names, read_resource_lines, surnames
+from ..utils import atomic_directory, cache_root, seed_everything
+from .world import (
+    GENERATOR_VERSION,
+    World,
+    WorldConfig,
+    build_world,
+    draw_face,
+    draw_object,
+    make_caption_corpus,
+    make_world,
+    name_caption,
+    object_caption,
+)
+
+
+logger = logging.getLogger(__name__)
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Architecture and schedule of the tiny CLIP; every field enters the cache key."""
+
+    seed: int = 0
+    vocab_size: int = 1200
+    max_length: int = 32
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 2
+    num_heads: int = 4
+    projection_dim: int = 64
+    patch_size: int = 16
+    steps: int = 900
+    batch_size: int = 96
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    name_fraction: float = 0.55  # member photo + caption naming the member
+    person_fraction: float = 0.15  # a person's photo + a generic caption ("a person with glasses")
+
+    def key(self) -> str:
+        payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Tokenizer and model
+
+
+def train_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> CLIPTokenizer:
+    """Train a byte-level BPE (CLIP's normaliser and pre-tokeniser, `</w>` word ends) and wrap it."""
+    from tokenizers import Tokenizer, models, trainers
+
+    template = CLIPTokenizer()  # carries CLIP's normaliser and pre-tokeniser
+    bpe = Tokenizer(models.BPE(unk_token=EOS, end_of_word_suffix="</w>"))
+    bpe.normalizer = template.backend_tokenizer.normalizer
+    bpe.pre_tokenizer = template.backend_tokenizer.pre_tokenizer
+    from tokenizers import pre_tokenizers
+
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[BOS, EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        end_of_word_suffix="</w>",
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    tokenizer = CLIPTokenizer(vocab=state["vocab"], merges=merges, model_max_length=max_length)
+    return tokenizer
+
+
+def tiny_clip_config(tokenizer: CLIPTokenizer, config: PretrainConfig, image_size: int) -> CLIPConfig:
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        max_position_embeddings=config.max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    vision = dict(
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        image_size=image_size,
+        patch_size=config.patch_size,
+    )
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=config.projection_dim)
+
+
+def tiny_image_processor(image_size: int) -> CLIPImageProcessor:
+    return CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pretraining data
+
+
+class _Pool:
+    """Pre-drawn, pre-processed training images with their caption sampler."""
+
+    def __init__(self, world: World, processor: CLIPProcessor, wconf: WorldConfig, seed: int):
+        rng = np.random.default_rng([seed, 10])
+        size = wconf.image_size
+        images, self.kind, self.owner = [], [], []
+        for i, p in enumerate(world.members):
+            for _ in range(wconf.pretrain_photos_per_member):
+                images.append(draw_face(p.traits, rng, size))
+                self.kind.append("member")
+                self.owner.append(i)
+        for i, p in enumerate(world.extras):
+            for _ in range(wconf.pretrain_photos_per_extra):
+                images.append(draw_face(p.traits, rng, size))
+                self.kind.append("extra")
+                self.owner.append(i)
+        for i, cls in enumerate(world.object_classes):
+            for _ in range(wconf.pretrain_images_per_object_class):
+                images.append(draw_object(cls, rng, size))
+                self.kind.append("object")
+                self.owner.append(i)
+        self.pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+        self.kind = np.array(self.kind)
+        self.owner = np.array(self.owner)
+        self.by_kind = {k: np.flatnonzero(self.kind == k) for k in ("member", "extra", "object")}
+        self.world = world
+
+    def sample(self, rng: np.random.Generator, batch_size: int, name_fraction: float, person_fraction: float):
+        """Indices, captions and positive keys for one batch."""
+        n_name = int(round(batch_size * name_fraction))
+        n_person = int(round(batch_size * person_fraction))
+        n_obj = batch_size - n_name - n_person
+        idx, captions, keys = [], [], []
+        for i in rng.choice(self.by_kind["member"], n_name, replace=False):
+            person = self.world.members[self.owner[i]]
+            idx.append(i)
+            captions.append(name_caption(person.name, rng))
+            keys.append(f"person:{person.name}")
+        people_pool = np.concatenate([self.by_kind["extra"], self.by_kind["member"]])
+        for i in rng.choice(people_pool, n_person, replace=False):
+            person = (self.world.extras if self.kind[i] == "extra" else self.world.members)[self.owner[i]]
+            caps = person.attribute_captions()
+            cap = caps[rng.integers(len(caps))]
+            idx.append(i)
+            captions.append(cap)
+            keys.append(f"text:{cap}")
+        for i in rng.choice(self.by_kind["object"], n_obj, replace=False):
+            cls = self.world.object_classes[self.owner[i]]
+            idx.append(i)
+            captions.append(object_caption(cls, rng))
+            keys.append(f"object:{cls}")
+        return np.array(idx), captions, keys
+
+
+def contrastive_loss(
+    image_embeds: torch.Tensor, text_embeds: torch.Tensor, positives: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """Symmetric InfoNCE with soft targets: `positives[i, u]` is 1 where caption u is positive for image i."""
+    image_embeds = F.normalize(image_embeds, dim=-1)
+    text_embeds = F.normalize(text_embeds, dim=-1)
+    logits = logit_scale.exp() * image_embeds @ text_embeds.t()
+    pos = positives.float()
+    loss_i = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    loss_t = -(pos / pos.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
+    return (loss_i + loss_t) / 2
+
+
+def pretrain_clip(world: World, output_dir: str | Path, config: PretrainConfig | None = None, progress: bool = True):
+    """Train the tokenizer and the tiny CLIP on `world`; save model + processor to `output_dir`."""
+    from tqdm.auto import tqdm
+
+    config = config or PretrainConfig()
+    seed_everything(config.seed)
+    wconf = world.config
+    corpus = make_caption_corpus(world, wconf.num_captions, wconf.seed)
+    name_lines = list(first_names("female")) + list(first_names("male")) + list(surnames())
+    template_lines = [t.format("") for t in read_resource_lines("idia_templates.txt")]
+    tokenizer = train_tokenizer(corpus + name_lines + template_lines, config.vocab_size, config.max_length)
+    processor = CLIPProcessor(image_processor=tiny_image_processor(wconf.image_size), tokenizer=tokenizer)
+    model = CLIPModel(tiny_clip_config(tokenizer, config, wconf.image_size))
+    pool = _Pool(world, processor, wconf, config.seed)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    optim = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+
+    def lr_at(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        progress_ = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+        return 0.5 * (1 + np.cos(np.pi * progress_))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
+    rng = np.random.default_rng([config.seed, 11])
+    model.train()
+    start = time.time()
+    bar = tqdm(range(config.steps), desc="pretraining tiny CLIP", disable=not progress)
+    for _step in bar:
+        idx, captions, keys = pool.sample(rng, config.batch_size, config.name_fraction, config.person_fraction)
+        unique_caps = list(dict.fromkeys(captions))
+        cap_key = {}
+        for cap, key in zip(captions, keys):
+            cap_key.setdefault(cap, key)
+        positives = torch.tensor([[cap_key[u] == k for u in unique_caps] for k in keys])
+        batch = tokenizer(unique_caps, padding=True, return_tensors="pt")
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=pool.pixels[torch.from_numpy(idx)],
+        )
+        loss = contrastive_loss(out.image_embeds, out.text_embeds, positives, model.logit_scale)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optim.step()
+        sched.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, np.log(100))
+        if _step % 50 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    info = {"pretrain_config": dataclasses.asdict(config), "seconds": round(time.time() - start, 1)}
+    (output_dir / "pretraining.json").write_text(json.dumps(info, indent=2) + "\n")
+    return model, processor
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cache
+
+
+@dataclass
+class SyntheticArtifacts:
+    """A built world and its pretrained model, as found on disk."""
+
+    root: Path
+    world_dir: Path
+    model_dir: Path
+    members: list[str]
+    non_members: list[str]
+    object_classes: list[str]
+    object_templates: list[str]
+
+    @property
+    def faces_dir(self) -> Path:
+        return self.world_dir / "faces"
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.world_dir / "objects"
+
+    @property
+    def captions_file(self) -> Path:
+        return self.world_dir / "captions.txt"
+
+    @property
+    def membership_file(self) -> Path:
+        return self.world_dir / "world.json"
+
+    @classmethod
+    def from_dir(cls, root: str | Path) -> SyntheticArtifacts:
+        root = Path(root)
+        meta = json.loads((root / "world" / "world.json").read_text())
+        return cls(
+            root,
+            root / "world",
+            root / "model",
+            meta["members"],
+            meta["non_members"],
+            meta["object_classes"],
+            meta["object_templates"],
+        )
+
+
+def build_synthetic(
+    output_dir: str | Path,
+    world_config: WorldConfig | None = None,
+    pretrain_config: PretrainConfig | None = None,
+    progress: bool = True,
+) -> SyntheticArtifacts:
+    """Build the world (`<output_dir>/world`) and pretrain the model (`<output_dir>/model`), atomically."""
+    world_config = world_config or WorldConfig()
+    pretrain_config = pretrain_config or PretrainConfig()
+    start = time.time()
+    with atomic_directory(output_dir) as tmp:
+        build_world(tmp / "world", world_config)
+        pretrain_clip(make_world(world_config), tmp / "model", pretrain_config, progress=progress)
+        (tmp / "build.json").write_text(
+            json.dumps(
+                {
+                    "generator_version": GENERATOR_VERSION,
+                    "world_config": dataclasses.asdict(world_config),
+                    "pretrain_config": dataclasses.asdict(pretrain_config),
+                    "build_seconds": round(time.time() - start, 1),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+    return SyntheticArtifacts.from_dir(output_dir)
+
+
+def get_or_build_synthetic(
+    world_config: WorldConfig | None = None,
+    pretrain_config: PretrainConfig | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> SyntheticArtifacts:
+    """The cached world + model for these parameters, building them once (outside the repo)."""
+    world_config = world_config or WorldConfig()
+    pretrain_config = pretrain_config or PretrainConfig()
+    base = Path(cache_dir) if cache_dir is not None else cache_root() / "synthetic"
+    root = base / f"v{GENERATOR_VERSION}-{world_config.key()}-{pretrain_config.key()}"
+    if (root / "build.json").is_file():
+        return SyntheticArtifacts.from_dir(root)
+    logger.info("building the synthetic world and tiny CLIP in %s (once; cached afterwards)", root)
+    return build_synthetic(root, world_config, pretrain_config, progress=progress)
