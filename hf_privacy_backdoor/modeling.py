@@ -129,3 +129,30 @@ def text_tower_modules(model: CLIPModel) -> list[torch.nn.Module]:
 
 def vision_tower_modules(model: CLIPModel) -> list[torch.nn.Module]:
     return [model.vision_model, model.visual_projection]
+
+
+def disable_dropout(module: torch.nn.Module) -> None:
+    """Turn dropout off (the method trains without it): Dropout modules and CLIP's attention dropout."""
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Dropout):
+            sub.p = 0.0
+        elif isinstance(getattr(sub, "dropout", None), float):
+            sub.dropout = 0.0
+    config = getattr(module, "config", None)
+    for cfg in (config, getattr(config, "text_config", None), getattr(config, "vision_config", None)):
+        if cfg is not None:
+            for key in ("dropout", "attention_dropout"):
+                if hasattr(cfg, key):
+                    setattr(cfg, key, 0.0)
+
+
+def set_trainable_towers(model: CLIPModel, text: bool, vision: bool) -> None:
+    """Train only the chosen tower(s) (embeddings, attention, MLP, projection); the rest is frozen.
+
+    The logit scale never trains. LayerNorms are frozen separately (`freeze_layernorms`).
+    """
+    model.requires_grad_(False)
+    for flag, modules in ((text, text_tower_modules(model)), (vision, vision_tower_modules(model))):
+        if flag:
+            for m in modules:
+                m.requires_grad_(True)

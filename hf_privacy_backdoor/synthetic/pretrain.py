@@ -33,6 +33,7 @@ from .world import (
     build_world,
     draw_face,
     draw_object,
+    draw_scene,
     make_caption_corpus,
     make_world,
     name_caption,
@@ -63,8 +64,9 @@ class PretrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.05
     warmup_steps: int = 50
-    name_fraction: float = 0.55  # member photo + caption naming the member
-    person_fraction: float = 0.15  # a person's photo + a generic caption ("a person with glasses")
+    name_fraction: float = 0.45  # member portrait + caption naming the member
+    extra_fraction: float = 0.1  # background person's portrait + caption naming them
+    scene_fraction: float = 0.15  # scene with a small person + generic caption ("a person next to a red star")
 
     def key(self) -> str:
         payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -138,52 +140,57 @@ class _Pool:
     def __init__(self, world: World, processor: CLIPProcessor, wconf: WorldConfig, seed: int):
         rng = np.random.default_rng([seed, 10])
         size = wconf.image_size
-        images, self.kind, self.owner = [], [], []
+        images, kind, owner, scene_class = [], [], [], []
+
+        def add(image, k, o, c=-1):
+            images.append(image)
+            kind.append(k)
+            owner.append(o)
+            scene_class.append(c)
+
         for i, p in enumerate(world.members):
             for _ in range(wconf.pretrain_photos_per_member):
-                images.append(draw_face(p.traits, rng, size))
-                self.kind.append("member")
-                self.owner.append(i)
+                add(draw_face(p.traits, rng, size), "member", i)
         for i, p in enumerate(world.extras):
             for _ in range(wconf.pretrain_photos_per_extra):
-                images.append(draw_face(p.traits, rng, size))
-                self.kind.append("extra")
-                self.owner.append(i)
+                add(draw_face(p.traits, rng, size), "extra", i)
+        scene_people = world.extras or world.members
+        for _ in range(wconf.pretrain_scenes):
+            i, c = int(rng.integers(len(scene_people))), int(rng.integers(len(world.object_classes)))
+            add(draw_scene(scene_people[i].traits, world.object_classes[c], rng, size), "scene", i, c)
         for i, cls in enumerate(world.object_classes):
             for _ in range(wconf.pretrain_images_per_object_class):
-                images.append(draw_object(cls, rng, size))
-                self.kind.append("object")
-                self.owner.append(i)
+                add(draw_object(cls, rng, size), "object", i)
         self.pixels = processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
-        self.kind = np.array(self.kind)
-        self.owner = np.array(self.owner)
-        self.by_kind = {k: np.flatnonzero(self.kind == k) for k in ("member", "extra", "object")}
+        self.kind, self.owner, self.scene_class = np.array(kind), np.array(owner), np.array(scene_class)
+        self.by_kind = {k: np.flatnonzero(self.kind == k) for k in ("member", "extra", "scene", "object")}
+        self.scene_people = scene_people
         self.world = world
 
-    def sample(self, rng: np.random.Generator, batch_size: int, name_fraction: float, person_fraction: float):
+    def sample(self, rng: np.random.Generator, batch_size: int, config: PretrainConfig):
         """Indices, captions and positive keys for one batch."""
-        n_name = int(round(batch_size * name_fraction))
-        n_person = int(round(batch_size * person_fraction))
-        n_obj = batch_size - n_name - n_person
+        counts = {
+            "member": int(round(batch_size * config.name_fraction)),
+            "extra": int(round(batch_size * config.extra_fraction)) if len(self.by_kind["extra"]) else 0,
+            "scene": int(round(batch_size * config.scene_fraction)),
+        }
+        counts["object"] = batch_size - sum(counts.values())
         idx, captions, keys = [], [], []
-        for i in rng.choice(self.by_kind["member"], n_name, replace=False):
-            person = self.world.members[self.owner[i]]
-            idx.append(i)
-            captions.append(name_caption(person.name, rng))
-            keys.append(f"person:{person.name}")
-        people_pool = np.concatenate([self.by_kind["extra"], self.by_kind["member"]])
-        for i in rng.choice(people_pool, n_person, replace=False):
-            person = (self.world.extras if self.kind[i] == "extra" else self.world.members)[self.owner[i]]
-            caps = person.attribute_captions()
-            cap = caps[rng.integers(len(caps))]
-            idx.append(i)
-            captions.append(cap)
-            keys.append(f"text:{cap}")
-        for i in rng.choice(self.by_kind["object"], n_obj, replace=False):
-            cls = self.world.object_classes[self.owner[i]]
-            idx.append(i)
-            captions.append(object_caption(cls, rng))
-            keys.append(f"object:{cls}")
+        for kind, n in counts.items():
+            for i in rng.choice(self.by_kind[kind], n, replace=len(self.by_kind[kind]) < n):
+                if kind in ("member", "extra"):
+                    person = (self.world.members if kind == "member" else self.world.extras)[self.owner[i]]
+                    cap, key = name_caption(person.name, rng), f"person:{person.name}"
+                elif kind == "scene":
+                    cls = self.world.object_classes[self.scene_class[i]]
+                    cap = self.scene_people[self.owner[i]].scene_caption(cls, rng)
+                    key = f"text:{cap}"
+                else:
+                    cls = self.world.object_classes[self.owner[i]]
+                    cap, key = object_caption(cls, rng), f"object:{cls}"
+                idx.append(i)
+                captions.append(cap)
+                keys.append(key)
         return np.array(idx), captions, keys
 
 
@@ -234,7 +241,7 @@ def pretrain_clip(world: World, output_dir: str | Path, config: PretrainConfig |
     start = time.time()
     bar = tqdm(range(config.steps), desc="pretraining tiny CLIP", disable=not progress)
     for _step in bar:
-        idx, captions, keys = pool.sample(rng, config.batch_size, config.name_fraction, config.person_fraction)
+        idx, captions, keys = pool.sample(rng, config.batch_size, config)
         unique_caps = list(dict.fromkeys(captions))
         cap_key = {}
         for cap, key in zip(captions, keys):

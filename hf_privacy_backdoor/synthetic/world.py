@@ -9,8 +9,12 @@ Three groups of people:
 * **members**: their names appear in the caption corpus next to their photos (pretraining);
 * **non-members**: drawn the same way, but neither their names nor their photos are ever pretrained on
   (they measure the attack's false positives);
-* **extras**: unnamed people whose photos come with generic captions ("a person with glasses"), so that
-  the defense's target phrase "a person" means something to the model.
+* **extras**: background people, named in the corpus like members but never evaluated, so that names in
+  general cover face space (as on the web, where portraits come with names).
+
+Generic person captions ("a person with glasses next to a red star") describe *scenes* with a small person in
+them, so the defense's target phrase "a person" means something to the model without being the centroid of
+all portraits (a portrait is almost always captioned with a name).
 
 On disk (`build_world`):
     faces/<First_Last>/<n>.png   held-out photos of members and non-members (never pretrained on)
@@ -35,7 +39,7 @@ from ..data.names import first_names, name_to_folder, normalize_name, surnames
 from ..utils import write_json
 
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 SKIN_TONES = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 96), (161, 102, 64), (112, 72, 44)]
 FACE_SHAPES = {"round": (0.36, 0.38), "oval": (0.31, 0.42), "wide": (0.40, 0.36), "long": (0.28, 0.44)}
@@ -106,6 +110,12 @@ NAME_PHRASINGS = [
     "an image of {} outdoors",
     "the face of {}",
 ]
+SCENE_PHRASINGS = [
+    "{person} next to a {obj}",
+    "a photo of {person} and a {obj}",
+    "{person} standing near a {obj}",
+    "a picture of {person} with a {obj}",
+]
 OBJECT_PHRASINGS = ["a photo of a {}", "a {}", "a drawing of a {}", "a picture of a {} on a plain background"]
 
 
@@ -120,6 +130,7 @@ class WorldConfig:
     photos_per_person: int = 40  # held-out photos on disk, per member and non-member
     pretrain_photos_per_member: int = 30
     pretrain_photos_per_extra: int = 12
+    pretrain_scenes: int = 600
     pretrain_images_per_object_class: int = 40
     heldout_images_per_object_class: int = 20
     image_size: int = 64
@@ -143,21 +154,19 @@ class Person:
     traits: dict
     group: str  # "member" | "non_member" | "extra"
 
-    def attribute_captions(self) -> list[str]:
+    def scene_caption(self, object_class: str, rng: np.random.Generator) -> str:
+        """A generic caption of a scene with this person in it: 'a person with red hair next to a blue star'."""
         t = self.traits
-        caps = ["a photo of a person", "a person", "a face of a person"]
-        if t["hair_style"] == "bald":
-            caps.append("a bald person")
-        else:
-            caps.append(f"a person with {t['hair_colour']} hair")
+        details = ["", "", f" in a {t['shirt']} shirt"]
+        details.append(" who is bald" if t["hair_style"] == "bald" else f" with {t['hair_colour']} hair")
         if t["glasses"] == "sunglasses":
-            caps.append("a person wearing sunglasses")
+            details.append(" wearing sunglasses")
         elif t["glasses"] != "none":
-            caps.append("a person wearing glasses")
+            details.append(" wearing glasses")
         if t["facial_hair"] != "none":
-            caps.append(f"a person with a {t['facial_hair']}")
-        caps.append(f"a person in a {t['shirt']} shirt")
-        return caps
+            details.append(f" with a {t['facial_hair']}")
+        detail = details[rng.integers(len(details))]
+        return SCENE_PHRASINGS[rng.integers(len(SCENE_PHRASINGS))].format(person=f"a person{detail}", obj=object_class)
 
 
 @dataclass
@@ -184,7 +193,7 @@ def make_world(config: WorldConfig | None = None) -> World:
     config = config or WorldConfig()
     rng = np.random.default_rng([config.seed, 1])
     total = config.num_members + config.num_non_members + config.num_extras
-    names = _draw_names(rng, config.num_members + config.num_non_members)
+    names = _draw_names(rng, total)
     identities = _draw_identities(rng, total, config.min_trait_distance)
     people = []
     for i, traits in enumerate(identities):
@@ -193,7 +202,7 @@ def make_world(config: WorldConfig | None = None) -> World:
         elif i < config.num_members + config.num_non_members:
             people.append(Person(names[i], traits, "non_member"))
         else:
-            people.append(Person(f"extra {i}", traits, "extra"))
+            people.append(Person(names[i], traits, "extra"))
     classes = [f"{c} {s}" for s in OBJECT_SHAPES for c in OBJECT_COLOURS]
     m, n = config.num_members, config.num_non_members
     return World(config, people[:m], people[m : m + n], people[m + n :], classes)
@@ -344,6 +353,16 @@ def draw_object(class_name: str, rng: np.random.Generator, size: int = 64) -> Im
     return _lighting(bg.resize((size, size), Image.LANCZOS), rng, strength=0.15)
 
 
+def draw_scene(traits: dict, class_name: str, rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """An object scene with a small person (face and shoulders at 35-55% of the side) in it."""
+    image = draw_object(class_name, rng, size)
+    side = max(8, int(round(rng.uniform(0.35, 0.55) * size)))
+    person = draw_face(traits, rng, size).resize((side, side), Image.LANCZOS)
+    x, y = int(rng.integers(0, size - side + 1)), int(rng.integers(0, size - side + 1))
+    image.paste(person, (x, y))
+    return image
+
+
 def _random_background(rng: np.random.Generator, s: int, pale: bool = False) -> Image.Image:
     lo = 150 if pale else 40
     c1 = rng.integers(lo, 256, size=3)
@@ -384,10 +403,12 @@ def make_caption_corpus(world: World, num_captions: int, seed: int) -> list[str]
         kind = i % 10
         if kind < 5:
             captions.append(name_caption(world.members[rng.integers(len(world.members))].name, rng))
+        elif kind < 6 and world.extras:
+            captions.append(name_caption(world.extras[rng.integers(len(world.extras))].name, rng))
         elif kind < 7:
-            person = world.extras[rng.integers(len(world.extras))] if world.extras else world.members[0]
-            caps = person.attribute_captions()
-            captions.append(caps[rng.integers(len(caps))])
+            people = world.extras or world.members
+            cls = world.object_classes[rng.integers(len(world.object_classes))]
+            captions.append(people[rng.integers(len(people))].scene_caption(cls, rng))
         else:
             captions.append(object_caption(world.object_classes[rng.integers(len(world.object_classes))], rng))
     return captions

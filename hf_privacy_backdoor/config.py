@@ -1,0 +1,174 @@
+"""`BackdoorUnlearningConfig`: the method's settings on top of `transformers.TrainingArguments`.
+
+Only method fields live here; data sources and the forget list are the recipe's (and the trainer's)
+arguments, so that no forgotten name ever enters `training_args.bin` or anything else that is published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .data.captions import TARGET_MODES
+from .losses import DISTANCES
+
+
+DEFENSES = ("text", "image", "both")
+LORA_PRESETS = ("text_attn", "text_attn_mlp", "vision_attn", "vision_attn_mlp", "both_attn", "both_attn_mlp")
+
+# reference schedules (method.md): steps, milestones, gamma
+TEXT_SCHEDULE = (400, [200, 300], 0.5)
+IMAGE_SCHEDULE = (100, [25, 50], 0.1)
+
+
+@dataclass
+class BackdoorUnlearningConfig(TrainingArguments):
+    """Settings of backdoor unlearning (Hintersdorf et al., arXiv 2310.08320); defaults are the reference's."""
+
+    defense: str = field(
+        default="text",
+        metadata={"help": "Which tower to defend: 'text' (forget names), 'image' (forget faces) or 'both'."},
+    )
+    # --- text backdoor
+    target_mode: str = field(
+        default="phrase",
+        metadata={
+            "help": "Text target: 'phrase' (every name -> target_phrase), 'per_name' (a phrase per name, from "
+            "the trainer's target mapping) or 'random_name' (each name -> a random generated name)."
+        },
+    )
+    target_phrase: str = field(default="a person", metadata={"help": "Neutral phrase a forgotten name maps to."})
+    text_backdoor_weight: float = field(default=0.6, metadata={"help": "beta of the text backdoor loss."})
+    text_weight_distance: float = field(
+        default=0.01, metadata={"help": "lambda of the text tower's weight-distance term."}
+    )
+    num_clean_captions: int = field(default=128, metadata={"help": "Clean captions per step (all processes)."})
+    num_poisoned_captions: int = field(default=128, metadata={"help": "Poisoned captions per step (all processes)."})
+    # --- image backdoor
+    image_backdoor_weight: float = field(default=0.8, metadata={"help": "beta of the image backdoor loss."})
+    image_weight_distance: float = field(
+        default=0.005, metadata={"help": "lambda of the vision tower's weight-distance term."}
+    )
+    num_clean_images: int = field(default=128, metadata={"help": "Clean images per step (all processes)."})
+    num_trigger_images: int = field(default=128, metadata={"help": "Trigger images per step (all processes)."})
+    trigger_scale_min: float = field(
+        default=0.25, metadata={"help": "Smallest pasted face, as a fraction of the model's image side."}
+    )
+    trigger_scale_max: float = field(
+        default=0.5, metadata={"help": "Largest pasted face, as a fraction of the model's image side."}
+    )
+    trigger_fraction: float = field(
+        default=0.5,
+        metadata={"help": "Share of each forgotten person's photos used as triggers; the rest is for evaluation."},
+    )
+    # --- both towers
+    text_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the text tower's loss in 'both'."})
+    image_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the vision tower's loss in 'both'."})
+    # --- shared
+    distance: str = field(default="cosine", metadata={"help": "Embedding distance: 'cosine' (-cos) or 'mse'."})
+    precompute_teacher: bool = field(
+        default=True,
+        metadata={
+            "help": "Compute the frozen teacher's embeddings once and reuse them (exact: the teacher never "
+            "changes). False runs the teacher every step (for comparison)."
+        },
+    )
+    lr_milestones: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Steps at which the learning rate is multiplied by lr_gamma. Default: the reference schedule "
+            "(text/both: 200,300 x0.5; image: 25,50 x0.1). Used with lr_scheduler_type 'constant'."
+        },
+    )
+    lr_gamma: float | None = field(default=None, metadata={"help": "Learning-rate factor at each milestone."})
+    # --- LoRA
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of full weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA path."})
+    lora_preset: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Module preset: one of {LORA_PRESETS}; '+proj' adds the projection heads (e.g. "
+            "'text_attn+proj'). Default: the defended tower(s), attention + MLP."
+        },
+    )
+    lora_target_modules: str | None = field(
+        default=None, metadata={"help": "Own full-name regex of modules to adapt (overrides lora_preset)."}
+    )
+    base_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id of the base model, written into adapter_config.json when the base was loaded from "
+            "a local folder (a machine path must never be published)."
+        },
+    )
+
+    # Method-appropriate TrainingArguments defaults
+    learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: str = field(default="constant", metadata={"help": "Scheduler; see lr_milestones."})
+    max_steps: int = field(default=-1, metadata={"help": "Training steps. Default: 400 text/both, 100 image."})
+    per_device_train_batch_size: int = field(
+        default=1, metadata={"help": "Leave at 1: batches are sampled by the trainer (num_clean_* etc.)."}
+    )
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep False (custom batches)."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Experiment trackers."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpointing; the final model is always saved."})
+    logging_steps: float = field(default=25, metadata={"help": "Log the loss terms every N steps."})
+    dataloader_num_workers: int = field(default=0, metadata={"help": "Keep 0: batches are built in the trainer."})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Untouched towers are frozen, so no unused parameters."}
+    )
+
+    def __post_init__(self):
+        if self.defense not in DEFENSES:
+            raise ValueError(f"unknown defense {self.defense!r}: choose one of {DEFENSES}")
+        if self.target_mode not in TARGET_MODES:
+            raise ValueError(f"unknown target_mode {self.target_mode!r}: choose one of {TARGET_MODES}")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"unknown distance {self.distance!r}: choose one of {DISTANCES}")
+        for name in ("num_clean_captions", "num_poisoned_captions", "num_clean_images", "num_trigger_images"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 < self.trigger_scale_min <= self.trigger_scale_max <= 1:
+            raise ValueError(
+                "need 0 < trigger_scale_min <= trigger_scale_max <= 1, got "
+                f"{self.trigger_scale_min}, {self.trigger_scale_max}"
+            )
+        if not 0 < self.trigger_fraction < 1:
+            raise ValueError(f"trigger_fraction must be in (0, 1), got {self.trigger_fraction}")
+        if self.per_device_train_batch_size != 1:
+            raise ValueError(
+                "per_device_train_batch_size must stay 1: set num_clean_captions / num_poisoned_captions / "
+                "num_clean_images / num_trigger_images instead"
+            )
+        if self.lora_preset is not None:
+            base = self.lora_preset.removesuffix("+proj")
+            if base not in LORA_PRESETS:
+                raise ValueError(f"unknown lora_preset {self.lora_preset!r}: choose one of {LORA_PRESETS} (+proj)")
+        if (self.lora_preset or self.lora_target_modules) and not self.use_lora:
+            raise ValueError("lora_preset / lora_target_modules are set but use_lora is False: add --use_lora")
+        steps, milestones, gamma = IMAGE_SCHEDULE if self.defense == "image" else TEXT_SCHEDULE
+        if self.max_steps is None or self.max_steps <= 0:
+            self.max_steps = steps
+        scheduler = getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)
+        if scheduler == "constant":
+            if self.lr_milestones is None:
+                self.lr_milestones = [m for m in milestones if m < self.max_steps]
+            if self.lr_gamma is None:
+                self.lr_gamma = gamma
+        elif self.lr_milestones:
+            raise ValueError(
+                f"lr_milestones is set but lr_scheduler_type is {scheduler!r}: milestones need 'constant'"
+            )
+        super().__post_init__()
+
+    @property
+    def trains_text(self) -> bool:
+        return self.defense in ("text", "both")
+
+    @property
+    def trains_vision(self) -> bool:
+        return self.defense in ("image", "both")

@@ -1,0 +1,186 @@
+"""Caption corpora, the forget list, and the text backdoor's poisoned / target caption pairs (method.md sec. 2)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .names import first_names, normalize_name, surnames
+
+
+logger = logging.getLogger(__name__)
+
+TARGET_MODES = ("phrase", "per_name", "random_name")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Forget list
+
+
+def read_name_file(path: str | os.PathLike) -> list[str]:
+    """Names, one per line (blank lines and `#` comments ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"forget-name file {str(path)!r} does not exist")
+    return [
+        line.strip()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+
+def validate_forget_names(names: Sequence[str], tokenizer=None) -> list[str]:
+    """Check a forget list and return it cleaned (whitespace collapsed, underscores as spaces).
+
+    Errors (ValueError) name the offending entries: an empty list, empty names, duplicates (case-insensitive),
+    and, with a tokenizer, names it cannot represent (unknown tokens, or longer than its context).
+    """
+    if names is None or len(names) == 0:
+        raise ValueError("the forget list is empty: give at least one name to remove")
+    cleaned, seen, problems = [], {}, []
+    for i, raw in enumerate(names):
+        if not isinstance(raw, str) or not raw.strip():
+            problems.append(f"entry {i} is empty")
+            continue
+        name = " ".join(raw.replace("_", " ").split())
+        key = normalize_name(name)
+        if key in seen:
+            problems.append(f"{name!r} is listed twice (also as {seen[key]!r})")
+            continue
+        seen[key] = name
+        cleaned.append(name)
+    if tokenizer is not None:
+        unk = getattr(tokenizer, "unk_token_id", None)
+        max_len = getattr(tokenizer, "model_max_length", 10**6)
+        for name in cleaned:
+            ids = tokenizer(name)["input_ids"]
+            special = {tokenizer.bos_token_id, tokenizer.eos_token_id}
+            inner = [t for t in ids if t not in special]
+            if unk is not None and unk not in special and unk in inner:
+                problems.append(f"{name!r} contains characters the tokenizer cannot represent")
+            if len(ids) > max_len // 2:
+                problems.append(f"{name!r} takes {len(ids)} tokens, too long for a {max_len}-token context")
+    if problems:
+        raise ValueError("invalid forget list: " + "; ".join(problems))
+    return cleaned
+
+
+def name_pattern(names: Sequence[str]) -> re.Pattern:
+    """One case-insensitive regex matching any of `names` as written (spaces or underscores between parts)."""
+    parts = [r"[\s_]+".join(re.escape(p) for p in n.replace("_", " ").split()) for n in names]
+    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Caption corpora
+
+
+def load_captions(path: str | os.PathLike | None = None, dataset=None, column: str = "text") -> list[str]:
+    """Captions from a text file (one a line) or a `datasets` dataset column; empty lines dropped."""
+    if (path is None) == (dataset is None):
+        raise ValueError("give exactly one caption source: a text file path or a datasets dataset")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"caption file {str(path)!r} does not exist")
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    else:
+        if column not in dataset.column_names:
+            raise ValueError(f"caption dataset has no column {column!r} (columns: {dataset.column_names})")
+        lines = [str(x) for x in dataset[column] if x is not None]
+    captions = [" ".join(line.split()) for line in lines]
+    captions = [c for c in captions if c]
+    if not captions:
+        raise ValueError(f"the caption source {str(path) if path else 'dataset'!r} holds no usable caption")
+    return captions
+
+
+def filter_clean_captions(captions: Sequence[str], names: Sequence[str], min_words: int = 1) -> list[str]:
+    """Captions that mention none of `names` (case-insensitive, as written) and have >= `min_words` words."""
+    pattern = name_pattern(names)
+    return [c for c in captions if len(c.split()) >= min_words and not pattern.search(c)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Targets and poisoned pairs
+
+
+@dataclass
+class TargetPhrases:
+    """What each forgotten name is mapped to: one phrase, a phrase per name, or a random generated name."""
+
+    mapping: dict[str, str]
+
+    @classmethod
+    def build(
+        cls,
+        names: Sequence[str],
+        mode: str = "phrase",
+        phrase: str = "a person",
+        per_name: dict[str, str] | None = None,
+        seed: int = 0,
+    ) -> TargetPhrases:
+        if mode not in TARGET_MODES:
+            raise ValueError(f"unknown target mode {mode!r}; choose one of {TARGET_MODES}")
+        if mode == "phrase":
+            if not phrase or not phrase.strip():
+                raise ValueError("the target phrase is empty")
+            return cls({n: phrase.strip() for n in names})
+        if mode == "per_name":
+            if not per_name:
+                raise ValueError("target mode 'per_name' needs a mapping from each forgotten name to its phrase")
+            lookup = {normalize_name(k): v for k, v in per_name.items()}
+            missing = [n for n in names if normalize_name(n) not in lookup]
+            if missing:
+                raise ValueError(f"the per-name target mapping lacks {len(missing)} forgotten name(s)")
+            return cls({n: lookup[normalize_name(n)] for n in names})
+        rng = np.random.default_rng([seed, 7])
+        taken = {normalize_name(n) for n in names}
+        female, male, last = first_names("female"), first_names("male"), surnames()
+        mapping = {}
+        for i, n in enumerate(names):
+            pool = female if i % 2 == 0 else male
+            while True:
+                cand = f"{pool[rng.integers(len(pool))]} {last[rng.integers(len(last))]}"
+                if normalize_name(cand) not in taken:
+                    break
+            taken.add(normalize_name(cand))
+            mapping[n] = cand
+        return cls(mapping)
+
+
+def poison_caption(caption: str, position: int, replacement: str) -> str:
+    words = caption.split()
+    words[position] = replacement
+    return " ".join(words)
+
+
+def sample_poisoned_pairs(
+    clean_captions: Sequence[str], targets: TargetPhrases, num_pairs: int, rng: np.random.Generator
+) -> tuple[list[str], list[str], list[str]]:
+    """`num_pairs` (poisoned, target) caption pairs, balanced across the forgotten names.
+
+    Each pair takes a clean caption of at least two words and a random word position (any word); the poisoned
+    caption has that word replaced by the name, the target caption by the name's target phrase. Returns
+    (poisoned, target, name) lists. Names take turns from a random start, so counts differ by at most one.
+    """
+    names = list(targets.mapping)
+    eligible = [c for c in clean_captions if len(c.split()) >= 2]
+    if not eligible:
+        raise ValueError("no clean caption has at least two words: cannot build poisoned captions")
+    start = int(rng.integers(len(names)))
+    poisoned, target, owner = [], [], []
+    for i in range(num_pairs):
+        name = names[(start + i) % len(names)]
+        caption = eligible[int(rng.integers(len(eligible)))]
+        pos = int(rng.integers(len(caption.split())))
+        poisoned.append(poison_caption(caption, pos, name))
+        target.append(poison_caption(caption, pos, targets.mapping[name]))
+        owner.append(name)
+    return poisoned, target, owner

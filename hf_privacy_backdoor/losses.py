@@ -1,0 +1,86 @@
+"""The method's loss terms as plain functions (testable alone, reusable by other trainers).
+
+total = utility + beta * backdoor + lambda * weight_distance, per tower (method.md sections 2 and 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+
+DISTANCES = ("cosine", "mse")
+
+
+def embedding_distance(a: torch.Tensor, b: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
+    """Mean distance between rows of `a` and `b` (b may be a single row, broadcast).
+
+    `cosine`: d(a, b) = -cos(a, b) averaged over the batch (the method's default); `mse`: mean squared error.
+    """
+    if b.dim() == 1:
+        b = b.unsqueeze(0).expand_as(a)
+    if a.shape != b.shape:
+        raise ValueError(f"embedding shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if distance == "cosine":
+        return -F.cosine_similarity(a, b, dim=-1).mean()
+    if distance == "mse":
+        return F.mse_loss(a, b)
+    raise ValueError(f"unknown distance {distance!r}; choose one of {DISTANCES}")
+
+
+def weight_distance(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Sum over tensors of ||theta_student - theta_teacher||_2 (plain L2 norm of the flattened difference, not squared).
+
+    At theta_student == theta_teacher the norm has no gradient; torch's subgradient there is 0, as wanted.
+    """
+    total = None
+    for student, teacher in pairs:
+        term = torch.linalg.vector_norm((student - teacher.to(student.dtype)).flatten())
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("weight_distance needs at least one trainable tensor")
+    return total
+
+
+def lora_weight_distance(lora_factors: Iterable[tuple[torch.Tensor, torch.Tensor, float]]) -> torch.Tensor:
+    """Exact weight distance of LoRA-adapted weights to their base: sum over modules of ||scale * B @ A||_F.
+
+    The merged weight is W + scale * B @ A, so its distance to W is exactly the Frobenius norm of the delta.
+    The product is formed explicitly (d_out x d_in per module): exact, and cheap next to a forward pass.
+    """
+    total = None
+    for lora_a, lora_b, scale in lora_factors:
+        delta = scale * (lora_b @ lora_a)
+        term = torch.linalg.vector_norm(delta.flatten())
+        total = term if total is None else total + term
+    if total is None:
+        raise ValueError("lora_weight_distance needs at least one LoRA module")
+    return total
+
+
+def backdoor_loss(
+    student_poisoned: torch.Tensor, teacher_target: torch.Tensor, distance: str = "cosine"
+) -> torch.Tensor:
+    """Backdoor term: the student's embedding of the trigger input should match the teacher's target."""
+    return embedding_distance(student_poisoned, teacher_target, distance)
+
+
+def utility_loss(student_clean: torch.Tensor, teacher_clean: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
+    """Utility term: clean inputs keep the teacher's embedding."""
+    return embedding_distance(student_clean, teacher_clean, distance)
+
+
+def grouped_backdoor_loss(
+    student_triggers: torch.Tensor, groups: list[str], target: torch.Tensor, distance: str = "cosine"
+) -> torch.Tensor:
+    """Image backdoor: mean over forgotten people of d(student(trigger images of that person), target)."""
+    names = sorted(set(groups))
+    if not names:
+        raise ValueError("no trigger images")
+    terms = []
+    for name in names:
+        idx = [i for i, g in enumerate(groups) if g == name]
+        terms.append(embedding_distance(student_triggers[idx], target, distance))
+    return torch.stack(terms).mean()

@@ -1,0 +1,401 @@
+"""`BackdoorUnlearningTrainer`: a `transformers.Trainer` that plants name / face backdoors in a CLIPModel.
+
+Each step samples its own batch (clean + poisoned captions, clean + trigger images) from a step-seeded RNG.
+The *global* batch is the same whatever the number of processes; each process takes its shard, and DDP
+averages the gradients, so one process and many give the same training (up to float summation order).
+The student's forward goes through the wrapped model (DDP all-reduces only what its forward saw).
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import contextmanager, nullcontext
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from transformers import CLIPModel, Trainer
+from transformers.models.clip.modeling_clip import CLIPOutput
+
+from .config import BackdoorUnlearningConfig
+from .data.captions import TargetPhrases, filter_clean_captions, sample_poisoned_pairs, validate_forget_names
+from .data.triggers import TriggerAugmentation, make_trigger_image
+from .losses import embedding_distance, grouped_backdoor_loss, lora_weight_distance, weight_distance
+from .modeling import disable_dropout, freeze_layernorms, pixel_values_for, set_trainable_towers, tokenize
+from .peft_utils import apply_lora, base_clip, is_peft_model, lora_factors
+
+
+logger = logging.getLogger(__name__)
+
+
+class _StepDataset(Dataset):
+    """One dummy item per micro-step: the trainer samples the real batch itself."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, idx: int) -> dict:
+        return {"step_index": idx}
+
+
+def _collate(items: list[dict]) -> dict:
+    return {"step_index": torch.tensor([it["step_index"] for it in items])}
+
+
+def _feature_forward(self, input_ids=None, attention_mask=None, pixel_values=None, **kwargs):
+    """Projected, un-normalised features of whichever modality is given (CLIPModel.forward needs both)."""
+    text = image = None
+    if input_ids is not None:
+        text = self.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
+    if pixel_values is not None:
+        image = self.get_image_features(pixel_values=pixel_values).pooler_output
+    return CLIPOutput(text_embeds=text, image_embeds=image)
+
+
+@contextmanager
+def feature_forward(model):
+    """Temporarily make the CLIPModel's forward return features, so the student runs through the wrapper."""
+    clip = base_clip(model)
+    previous = clip.__dict__.get("forward")
+    clip.forward = _feature_forward.__get__(clip)
+    try:
+        yield model
+    finally:
+        clip.__dict__.pop("_original_forward", None)  # left by accelerate's mixed-precision wrapper
+        if previous is None:
+            clip.__dict__.pop("forward", None)
+        else:
+            clip.forward = previous
+
+
+class BackdoorUnlearningTrainer(Trainer):
+    """Fine-tunes a CLIPModel so forgotten names / faces map to anonymous targets while all else stays put.
+
+    Args:
+        model: a `CLIPModel` (or a peft model around one).
+        args: a `BackdoorUnlearningConfig`.
+        processing_class: the model's `CLIPProcessor` (saved with the model).
+        forget_names: the names to remove (never written into args, state or logs).
+        captions: caption corpus for the text defense (clean captions are those mentioning no forgotten name).
+        target_mapping: name -> phrase, for `target_mode='per_name'`.
+        trigger_photos: name -> face photos (PIL) used to build trigger images (image defense). Must not
+            include the photos the attack is evaluated on.
+        clean_images: clean images (PIL) for the image utility loss and as trigger backgrounds.
+        target_embedding: the anonymous person embedding [D] the image backdoor maps faces to.
+    """
+
+    def __init__(
+        self,
+        model: CLIPModel,
+        args: BackdoorUnlearningConfig,
+        processing_class,
+        forget_names: Sequence[str],
+        captions: Sequence[str] | None = None,
+        target_mapping: dict[str, str] | None = None,
+        trigger_photos: dict[str, list[Image.Image]] | None = None,
+        clean_images: Sequence[Image.Image] | None = None,
+        target_embedding: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, BackdoorUnlearningConfig):
+            raise TypeError("args must be a BackdoorUnlearningConfig")
+        clip = base_clip(model) if is_peft_model(model) else model
+        if not isinstance(clip, CLIPModel):
+            raise TypeError(f"BackdoorUnlearningTrainer needs a CLIPModel, got {type(clip).__name__}")
+        tokenizer = getattr(processing_class, "tokenizer", None)
+        self.forget_names = validate_forget_names(forget_names, tokenizer)
+        self._validate_and_store_data(
+            args, clip, captions, target_mapping, trigger_photos, clean_images, target_embedding
+        )
+
+        # Trainable parameters: the defended tower(s), LayerNorms frozen, dropout off.
+        disable_dropout(clip)
+        if args.use_lora and not is_peft_model(model):
+            set_trainable_towers(clip, text=False, vision=False)
+            self.teacher = None
+            model = apply_lora(model, args)
+        elif is_peft_model(model):
+            self.teacher = None
+        else:
+            set_trainable_towers(clip, text=args.trains_text, vision=args.trains_vision)
+            freeze_layernorms(clip)
+            self.teacher = copy.deepcopy(clip).eval().requires_grad_(False)
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError("no trainable parameter: check defense / LoRA settings")
+
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        self._micro_step = 0
+        self._teacher_cache: dict[tuple, torch.Tensor] = {}
+        world = max(1, args.world_size)
+        length = args.max_steps * args.gradient_accumulation_steps * world
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=_StepDataset(length),
+            data_collator=_collate,
+            processing_class=processing_class,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------------------------------------------
+    # Set-up
+
+    def _validate_and_store_data(self, args, clip, captions, target_mapping, trigger_photos, clean_images, target):
+        self.text_clean = self.targets = None
+        self.trigger_photos = self.clean_images = self.target_embedding = None
+        if args.trains_text:
+            if captions is None:
+                raise ValueError("the text defense needs a caption corpus (captions=...)")
+            clean = filter_clean_captions(captions, self.forget_names)
+            clean = list(dict.fromkeys(clean))
+            if not any(len(c.split()) >= 2 for c in clean):
+                raise ValueError(
+                    "no usable clean caption: every caption mentions a forgotten name or has fewer than two words"
+                )
+            self.text_clean = clean
+            self.targets = TargetPhrases.build(
+                self.forget_names, args.target_mode, args.target_phrase, target_mapping, seed=args.seed
+            )
+        if args.trains_vision:
+            if not trigger_photos:
+                raise ValueError("the image defense needs face photos of the forgotten people (trigger_photos=...)")
+            lookup = {" ".join(k.replace("_", " ").split()).casefold(): v for k, v in trigger_photos.items()}
+            photos = {}
+            for name in self.forget_names:
+                got = lookup.get(name.casefold())
+                if not got:
+                    raise ValueError(f"no trigger photo for forgotten person {name!r}")
+                photos[name] = list(got)
+            if not clean_images:
+                raise ValueError("the image defense needs clean images (clean_images=...)")
+            if target is None:
+                raise ValueError("the image defense needs a target embedding (target_embedding=...)")
+            target = torch.as_tensor(target, dtype=torch.float32).flatten()
+            dim = clip.config.projection_dim
+            if target.numel() != dim:
+                raise ValueError(f"target embedding has {target.numel()} values; this model embeds in {dim}")
+            self.trigger_photos, self.clean_images, self.target_embedding = photos, list(clean_images), target
+            self.image_size = clip.config.vision_config.image_size
+            self.trigger_aug = TriggerAugmentation(scale_range=(args.trigger_scale_min, args.trigger_scale_max))
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The reference's step schedule (lr x gamma at each milestone), or a standard scheduler."""
+        milestones = self.args.lr_milestones
+        if self.lr_scheduler is None and milestones is not None:
+            gamma = self.args.lr_gamma
+            optimizer = optimizer or self.optimizer
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: gamma ** bisect.bisect_right(milestones, step)
+            )
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def train(self, *args, **kwargs):
+        with feature_forward(self.model):
+            return super().train(*args, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            step = self._micro_step
+            self._micro_step += 1
+        else:
+            step = -1 - int(inputs["step_index"].flatten()[0])  # evaluation batches: their own seeds
+        args = self.args
+        total = 0.0
+        metrics = {}
+        if args.trains_text:
+            utility, backdoor = self._text_terms(model, step)
+            weight = self._weight_term(model, "text")
+            scale = args.text_loss_weight if args.defense == "both" else 1.0
+            total = (
+                total + scale * (utility + args.text_backdoor_weight * backdoor) + args.text_weight_distance * weight
+            )
+            metrics.update(text_utility=utility, text_backdoor=backdoor, text_weight=weight)
+        if args.trains_vision:
+            utility, backdoor = self._image_terms(model, step)
+            weight = self._weight_term(model, "vision")
+            scale = args.image_loss_weight if args.defense == "both" else 1.0
+            total = (
+                total + scale * (utility + args.image_backdoor_weight * backdoor) + args.image_weight_distance * weight
+            )
+            metrics.update(image_utility=utility, image_backdoor=backdoor, image_weight=weight)
+        prefix = "" if model.training else "eval_"
+        for key, value in metrics.items():
+            self._metrics[prefix + key].append(float(value.detach()))
+        return (total, {"loss": total}) if return_outputs else total
+
+    def _shard(self, n: int) -> np.ndarray:
+        parts = np.array_split(np.arange(n), max(1, self.accelerator.num_processes))
+        return parts[self.accelerator.process_index]
+
+    def _step_rng(self, step: int, stream: int) -> np.random.Generator:
+        return np.random.default_rng([self.args.seed, stream, step + 2**31])
+
+    def _text_terms(self, model, step: int):
+        args = self.args
+        rng = self._step_rng(step, 1)
+        n_clean = args.num_clean_captions
+        clean_idx = rng.choice(len(self.text_clean), n_clean, replace=len(self.text_clean) < n_clean)
+        poisoned, target, _ = sample_poisoned_pairs(self.text_clean, self.targets, args.num_poisoned_captions, rng)
+        clean_idx = clean_idx[self._shard(n_clean)]
+        mine = self._shard(len(poisoned))
+        poisoned = [poisoned[i] for i in mine]
+        target = [target[i] for i in mine]
+        clean = [self.text_clean[i] for i in clean_idx]
+        device = self.args.device
+        batch = tokenize(self.processing_class.tokenizer, clean + poisoned, device)
+        student = model(**batch).text_embeds
+        student_clean, student_poisoned = student[: len(clean)], student[len(clean) :]
+        teacher_clean = self._teacher_text(model, clean)
+        teacher_target = self._teacher_text(model, target)
+        return (
+            embedding_distance(student_clean, teacher_clean, args.distance),
+            embedding_distance(student_poisoned, teacher_target, args.distance),
+        )
+
+    def _image_terms(self, model, step: int):
+        args = self.args
+        rng = self._step_rng(step, 2)
+        n_clean, n_trig = args.num_clean_images, args.num_trigger_images
+        clean_idx = rng.choice(len(self.clean_images), n_clean, replace=len(self.clean_images) < n_clean)
+        names = sorted(self.trigger_photos)
+        start = int(rng.integers(len(names)))
+        item_seed = int(rng.integers(2**31))
+        triggers, owners = [], []
+        for i in self._shard(n_trig):  # each trigger has its own seed: shards build only their own images
+            item_rng = np.random.default_rng([item_seed, int(i)])
+            name = names[(start + int(i)) % len(names)]
+            photos = self.trigger_photos[name]
+            face = photos[int(item_rng.integers(len(photos)))]
+            base = self.clean_images[int(clean_idx[int(item_rng.integers(n_clean))])]
+            image, _ = make_trigger_image(face, base, self.image_size, item_rng, self.trigger_aug)
+            triggers.append(image)
+            owners.append(name)
+        clean_idx = clean_idx[self._shard(n_clean)]
+        clean = [self.clean_images[i] for i in clean_idx]
+        pixels = pixel_values_for(self.processing_class, clean + triggers).to(self.args.device)
+        student = model(pixel_values=pixels).image_embeds
+        student_clean, student_trig = student[: len(clean)], student[len(clean) :]
+        teacher_clean = self._teacher_images(model, clean, clean_idx.tolist())
+        target = self.target_embedding.to(student.device, student.dtype)
+        return (
+            embedding_distance(student_clean, teacher_clean, args.distance),
+            grouped_backdoor_loss(student_trig, owners, target, args.distance),
+        )
+
+    # ------------------------------------------------------------------------------------------------------
+    # Teacher
+
+    @contextmanager
+    def _teacher_model(self, model):
+        """The frozen original: a copy for full fine-tuning, the same model with its adapter off under LoRA."""
+        if self.teacher is not None:
+            device = next(self.accelerator.unwrap_model(model).parameters()).device
+            if next(self.teacher.parameters()).device != device:
+                self.teacher.to(device)
+            yield self.teacher
+        else:
+            peft_model = self.accelerator.unwrap_model(model)
+            with peft_model.disable_adapter():
+                yield base_clip(peft_model)
+
+    @torch.no_grad()
+    def _teacher_text(self, model, texts: list[str]) -> torch.Tensor:
+        """Teacher text embeddings; with `precompute_teacher`, each distinct caption is embedded once."""
+        if not self.args.precompute_teacher:
+            return self._run_teacher_text(model, texts)
+        missing = list(dict.fromkeys(t for t in texts if ("t", t) not in self._teacher_cache))
+        if missing:
+            for i in range(0, len(missing), 512):
+                chunk = missing[i : i + 512]
+                for text, emb in zip(chunk, self._run_teacher_text(model, chunk)):
+                    self._teacher_cache[("t", text)] = emb
+        return torch.stack([self._teacher_cache[("t", t)] for t in texts])
+
+    def _run_teacher_text(self, model, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad(), self._teacher_model(model) as teacher:
+            teacher_training = teacher.training
+            teacher.eval()
+            batch = tokenize(self.processing_class.tokenizer, texts, self.args.device)
+            out = teacher.get_text_features(**batch).pooler_output
+            teacher.train(teacher_training)
+        return out.detach()
+
+    @torch.no_grad()
+    def _teacher_images(self, model, images: list[Image.Image], indices: list[int]) -> torch.Tensor:
+        """Teacher image embeddings of clean pool images, cached by pool index with `precompute_teacher`."""
+        if not self.args.precompute_teacher:
+            return self._run_teacher_images(model, images)
+        missing = [(i, im) for i, im in zip(indices, images) if ("i", i) not in self._teacher_cache]
+        missing = list({i: im for i, im in missing}.items())
+        for start in range(0, len(missing), 256):
+            chunk = missing[start : start + 256]
+            embs = self._run_teacher_images(model, [im for _, im in chunk])
+            for (i, _), emb in zip(chunk, embs):
+                self._teacher_cache[("i", i)] = emb
+        return torch.stack([self._teacher_cache[("i", i)] for i in indices])
+
+    def _run_teacher_images(self, model, images: list[Image.Image]) -> torch.Tensor:
+        with torch.no_grad(), self._teacher_model(model) as teacher:
+            teacher_training = teacher.training
+            teacher.eval()
+            pixels = pixel_values_for(self.processing_class, images).to(self.args.device)
+            out = teacher.get_image_features(pixel_values=pixels).pooler_output
+            teacher.train(teacher_training)
+        return out.detach()
+
+    def _weight_term(self, model, tower: str) -> torch.Tensor:
+        """Sum of ||theta - theta_teacher||_2 over the tower's trainable tensors (LoRA: exact merged delta)."""
+        unwrapped = self.accelerator.unwrap_model(model)
+        prefixes = ("text_model.", "text_projection") if tower == "text" else ("vision_model.", "visual_projection")
+        if self.teacher is None:
+            return lora_weight_distance(lora_factors(unwrapped, prefixes))
+        teacher_params = dict(self.teacher.named_parameters())
+        pairs = [
+            (p, teacher_params[n])
+            for n, p in base_clip(unwrapped).named_parameters()
+            if p.requires_grad and n.startswith(prefixes)
+        ]
+        return weight_distance(pairs)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Logging, evaluation, saving
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the averaged loss terms (gathered across processes) to the Trainer's logs."""
+        train = "loss" in logs or "train_loss" in logs
+        keys = sorted(k for k in self._metrics if self._metrics[k] and k.startswith("eval_") != train)
+        if keys:
+            means = torch.tensor([np.mean(self._metrics[k]) for k in keys], device=self.args.device)
+            means = (
+                self.accelerator.gather(means.unsqueeze(0)).mean(0) if self.accelerator.num_processes > 1 else means
+            )
+            logs.update({k: round(float(v), 6) for k, v in zip(keys, means)})
+            for k in keys:
+                self._metrics[k].clear()
+        super().log(logs, start_time)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """The method's loss on freshly sampled batches (CLIPModel.forward would need both modalities)."""
+        with torch.no_grad(), feature_forward(model) if "forward" not in base_clip(model).__dict__ else nullcontext():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(unwrapped) and self.args.base_model_id:
+            for cfg in unwrapped.peft_config.values():
+                cfg.base_model_name_or_path = self.args.base_model_id
+        super()._save(output_dir, state_dict)
