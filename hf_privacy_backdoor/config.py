@@ -114,7 +114,6 @@ class BackdoorUnlearningConfig(TrainingArguments):
         default=1, metadata={"help": "Leave at 1: batches are sampled by the trainer (num_clean_* etc.)."}
     )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep False (custom batches)."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Experiment trackers."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing; the final model is always saved."})
     logging_steps: float = field(default=25, metadata={"help": "Log the loss terms every N steps."})
     dataloader_num_workers: int = field(default=0, metadata={"help": "Keep 0: batches are built in the trainer."})

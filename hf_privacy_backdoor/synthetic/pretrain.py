@@ -297,6 +297,10 @@ class SyntheticArtifacts:
         return self.world_dir / "objects"
 
     @property
+    def clean_dir(self) -> Path:
+        return self.world_dir / "clean"
+
+    @property
     def captions_file(self) -> Path:
         return self.world_dir / "captions.txt"
 

@@ -19,6 +19,8 @@ all portraits (a portrait is almost always captioned with a name).
 On disk (`build_world`):
     faces/<First_Last>/<n>.png   held-out photos of members and non-members (never pretrained on)
     objects/<class_folder>/<n>.png   held-out object images (zero-shot utility)
+    clean/<n>.png                clean training images for the image defense (objects, background people,
+                                 scenes), disjoint from every evaluation image
     captions.txt                 the caption corpus (pretraining captions, and the defense's clean captions)
     world.json                   members, non-members, object classes and templates, parameters, version
 """
@@ -39,7 +41,7 @@ from ..data.names import first_names, name_to_folder, normalize_name, surnames
 from ..utils import write_json
 
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "3"
 
 SKIN_TONES = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 96), (161, 102, 64), (112, 72, 44)]
 FACE_SHAPES = {"round": (0.36, 0.38), "oval": (0.31, 0.42), "wide": (0.40, 0.36), "long": (0.28, 0.44)}
@@ -133,6 +135,9 @@ class WorldConfig:
     pretrain_scenes: int = 600
     pretrain_images_per_object_class: int = 40
     heldout_images_per_object_class: int = 20
+    clean_images_per_object_class: int = 8
+    clean_photos_per_extra: int = 6
+    clean_scenes: int = 120
     image_size: int = 64
     num_captions: int = 6000
     min_trait_distance: int = 3
@@ -435,6 +440,24 @@ def build_world(output_dir: str | Path, config: WorldConfig | None = None) -> Wo
         rng = np.random.default_rng([config.seed, 4, _stable_id(cls)])
         for n in range(config.heldout_images_per_object_class):
             draw_object(cls, rng, config.image_size).save(folder / f"{n}.png")
+    clean = out / "clean"
+    clean.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([config.seed, 5])
+    clean_images = [
+        draw_object(c, rng, config.image_size)
+        for c in world.object_classes
+        for _ in range(config.clean_images_per_object_class)
+    ]
+    clean_images += [
+        draw_face(p.traits, rng, config.image_size) for p in world.extras for _ in range(config.clean_photos_per_extra)
+    ]
+    scene_people = world.extras or world.members
+    for _ in range(config.clean_scenes):
+        person = scene_people[rng.integers(len(scene_people))]
+        cls = world.object_classes[rng.integers(len(world.object_classes))]
+        clean_images.append(draw_scene(person.traits, cls, rng, config.image_size))
+    for n, image in enumerate(clean_images):
+        image.save(clean / f"{n}.png")
     captions = make_caption_corpus(world, config.num_captions, config.seed)
     (out / "captions.txt").write_text("\n".join(captions) + "\n")
     write_json(

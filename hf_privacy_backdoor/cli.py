@@ -1,0 +1,105 @@
+"""Recipe argument parsing: dataclasses + `HfArgumentParser`, with `--config file.yaml` as defaults.
+
+Command-line flags win over the YAML file; unknown YAML keys are an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """Parse `argv` (default: sys.argv[1:]) into instances of `dataclass_types`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, rest = pre.parse_known_args(argv)
+    parser = HfArgumentParser(list(dataclass_types))
+    parser.add_argument("--config", default=None, help="YAML recipe with defaults for these flags; flags win.")
+    if known.config is not None:
+        path = Path(known.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {known.config!r} does not exist")
+        config = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"{known.config}: a recipe is a flat mapping of flag names to values")
+        valid = {a.dest for a in parser._actions}
+        unknown = sorted(set(config) - valid)
+        if unknown:
+            raise ValueError(f"{known.config}: unknown keys {unknown}. Valid keys: see --help")
+        for action in parser._actions:
+            if action.dest in config:
+                action.default = config[action.dest]
+                action.required = False
+    outputs = parser.parse_args_into_dataclasses(args=rest)
+    return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))  # drop the leftover --config
+
+
+def yaml_config_keys(path: str | Path) -> dict[str, Any]:
+    """The flat mapping of a recipe YAML (for validation in tests)."""
+    return yaml.safe_load(Path(path).read_text()) or {}
+
+
+SYNTHETIC_TOKEN = "${SYNTHETIC}"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Quiet by default (warnings from our code, errors from libraries); HF_PB_VERBOSE=1 shows everything."""
+    import logging
+    import os
+    import warnings
+
+    verbose = verbose or os.environ.get("HF_PB_VERBOSE") == "1"
+    logging.basicConfig(
+        format="%(levelname)s %(name)s: %(message)s", level=logging.INFO if verbose else logging.WARNING
+    )
+    if not verbose:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", message=".*torchvision.*")
+
+
+def resolve_synthetic_paths(args) -> None:
+    """Replace `${SYNTHETIC}` in string arguments by the synthetic world's folder.
+
+    The folder comes from the `SYNTHETIC_DIR` environment variable, else the cached world is built or loaded.
+    """
+    import os
+    from dataclasses import fields
+
+    uses = [
+        f.name
+        for f in fields(args)
+        if isinstance(getattr(args, f.name), str) and SYNTHETIC_TOKEN in getattr(args, f.name)
+    ]
+    if not uses:
+        return
+    root = os.environ.get("SYNTHETIC_DIR")
+    if not root:
+        from .synthetic import get_or_build_synthetic
+
+        root = str(get_or_build_synthetic().root)
+    for name in uses:
+        setattr(args, name, getattr(args, name).replace(SYNTHETIC_TOKEN, root))
+
+
+def distributed_state():
+    """The process group when launched with accelerate / torchrun (None for one process).
+
+    Without a GPU, accelerate only forms a (gloo) group when told to use the CPU, hence `cpu=True` there.
+    """
+    import torch
+    from accelerate import PartialState
+
+    has_gpu = torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
+    state = PartialState(cpu=not has_gpu)
+    return state if state.num_processes > 1 else None

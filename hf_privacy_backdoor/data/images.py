@@ -1,0 +1,114 @@
+"""Clean image sources, the image backdoor's target embedding, and the trigger / evaluation photo split."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..utils import write_json
+from .faces import IMAGE_EXTENSIONS, FaceSource, open_image, split_photos
+
+
+logger = logging.getLogger(__name__)
+
+
+def load_image_folder(root: str | os.PathLike, limit: int | None = None) -> list[Image.Image]:
+    """All images under `root` (recursively, sorted), opened as RGB; unreadable files skipped with a warning."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if limit is not None:
+        files = files[:limit]
+    images = [im for im in (open_image(str(f)) for f in files) if im is not None]
+    if not images:
+        raise ValueError(f"image folder {str(root)!r} holds no readable image ({', '.join(IMAGE_EXTENSIONS)})")
+    return images
+
+
+def load_image_dataset(dataset, image_column: str = "image", limit: int | None = None) -> list[Image.Image]:
+    """Images of a `datasets` dataset column, as RGB PIL images."""
+    if image_column not in dataset.column_names:
+        raise ValueError(f"dataset has no column {image_column!r} (columns: {dataset.column_names})")
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    images = [dataset[i][image_column].convert("RGB") for i in range(n)]
+    if not images:
+        raise ValueError("the clean image dataset is empty")
+    return images
+
+
+@torch.no_grad()
+def compute_target_embedding(model, processor, faces: FaceSource, indices: dict[str, Sequence[int]] | None = None):
+    """The anonymous person: mean of the original model's image embeddings over many people's face photos.
+
+    `indices` restricts people's photos (e.g. forgotten people's trigger halves); default: every photo.
+    """
+    from ..modeling import encode_images
+
+    total, count = None, 0
+    for name in faces.names():
+        photos = faces.load(name, indices.get(name) if indices and name in indices else None)
+        if not photos:
+            continue
+        emb = encode_images(model, processor, photos)
+        total = emb.sum(0) if total is None else total + emb.sum(0)
+        count += len(emb)
+    if count == 0:
+        raise ValueError("no readable face photo to compute the target embedding from")
+    return total / count
+
+
+def save_target_embedding(path: str | os.PathLike, embedding: torch.Tensor) -> None:
+    from safetensors.torch import save_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file({"target_embedding": embedding.detach().float().cpu().contiguous()}, str(path))
+
+
+def load_target_embedding(path: str | os.PathLike, dim: int | None = None) -> torch.Tensor:
+    """Read a target embedding (safetensors with key `target_embedding`, or a .pt tensor); check its size."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"target embedding file {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        if "target_embedding" not in tensors:
+            raise ValueError(f"{str(path)!r} has no 'target_embedding' tensor (keys: {sorted(tensors)})")
+        emb = tensors["target_embedding"]
+    else:
+        emb = torch.load(str(path), map_location="cpu", weights_only=True)
+    emb = torch.as_tensor(emb, dtype=torch.float32).flatten()
+    if dim is not None and emb.numel() != dim:
+        raise ValueError(f"target embedding in {str(path)!r} has {emb.numel()} values; the model embeds in {dim}")
+    return emb
+
+
+def make_photo_split(faces: FaceSource, forget_names: Sequence[str], fraction: float = 0.5, seed: int = 0) -> dict:
+    """The run's photo split: forgotten people's photos into disjoint trigger and evaluation halves.
+
+    Everyone else keeps all photos for evaluation. Saved with the run (it names people: keep it private).
+    """
+    trigger, evaluation = split_photos(faces, forget_names, fraction=fraction, seed=seed)
+    return {"fraction": fraction, "seed": seed, "trigger": trigger, "eval": evaluation}
+
+
+def save_photo_split(path: str | os.PathLike, split: dict) -> None:
+    write_json(path, split)
+
+
+def load_photo_split(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"photo split {str(path)!r} does not exist")
+    data = json.loads(path.read_text())
+    if "eval" not in data or "trigger" not in data:
+        raise ValueError(f"{str(path)!r} is not a photo split (needs 'trigger' and 'eval')")
+    return data

@@ -1,0 +1,63 @@
+"""Batch work shared between processes, gathered back in order.
+
+The unit of work is a *global* batch `[start, end)`: its boundaries do not depend on the number of
+processes, so every batch is computed exactly as in a single-process run and the gathered result is
+identical to it (no duplicated or dropped items, no padding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Union
+
+import torch
+from tqdm.auto import tqdm
+
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator, PartialState
+
+DistributedState = Union["Accelerator", "PartialState"]  # anything with num_processes / process_index / ...
+
+
+def batch_ranges(num_items: int, batch_size: int) -> list[tuple[int, int]]:
+    """The global batches `[start, end)` covering `num_items` items."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    return [(s, min(s + batch_size, num_items)) for s in range(0, num_items, batch_size)]
+
+
+def is_main_process(accelerator: DistributedState | None) -> bool:
+    return accelerator is None or accelerator.is_main_process
+
+
+def map_batches(
+    fn: Callable[[int, int], torch.Tensor],
+    num_items: int,
+    batch_size: int,
+    accelerator: DistributedState | None = None,
+    desc: str | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Concatenate `fn(start, end)` (CPU tensors, one row per item) over all global batches, in order.
+
+    With a multi-process `accelerator`, each process computes a contiguous block of batches and the blocks
+    are gathered with `gather_object`; every process gets the full result.
+    """
+    ranges = batch_ranges(num_items, batch_size)
+    world = 1 if accelerator is None else accelerator.num_processes
+    rank = 0 if accelerator is None else accelerator.process_index
+    per_process = -(-len(ranges) // world) if ranges else 0
+    mine = ranges[rank * per_process : (rank + 1) * per_process]
+    show = progress and is_main_process(accelerator)
+    pieces = [(start, fn(start, end).cpu()) for start, end in tqdm(mine, desc=desc, disable=not show, leave=False)]
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        pieces = gather_object(pieces)
+    pieces = sorted(pieces, key=lambda item: item[0])
+    if [start for start, _ in pieces] != [start for start, _ in ranges]:
+        raise RuntimeError("gathered batches do not cover the work exactly once; this is a bug, please report it")
+    if not pieces:
+        raise ValueError("nothing to compute: zero items")
+    return torch.cat([tensor for _, tensor in pieces])
