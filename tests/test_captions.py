@@ -1,0 +1,89 @@
+"""Forget lists, clean-caption filtering, poisoned pairs and target phrases (method.md section 2)."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from hf_privacy_backdoor.data.captions import (
+    TargetPhrases,
+    filter_clean_captions,
+    load_captions,
+    read_name_file,
+    sample_poisoned_pairs,
+    validate_forget_names,
+)
+
+
+def test_clean_captions_exclude_every_mention_case_insensitive():
+    caps = [
+        "a photo of Ada Lovelace",
+        "ADA LOVELACE smiling",
+        "ada_lovelace at home",
+        "Adam Lovelaceson here",
+        "a red star",
+    ]
+    clean = filter_clean_captions(caps, ["Ada Lovelace"])
+    assert clean == ["Adam Lovelaceson here", "a red star"]  # whole-name matches only
+
+
+def test_poisoned_pairs_replace_one_word_and_are_balanced():
+    rng = np.random.default_rng(0)
+    names = ["Ada Lovelace", "Alan Turing", "Grace Hopper"]
+    targets = TargetPhrases.build(names)
+    clean = ["a photo of a red star", "two blue circles", "hello there friend"]
+    poisoned, target, owner = sample_poisoned_pairs(clean, targets, 31, rng)
+    counts = Counter(owner)
+    assert max(counts.values()) - min(counts.values()) <= 1 and set(counts) == set(names)
+    for p, t, n in zip(poisoned, target, owner):
+        assert n in p and "a person" in t
+        assert p.replace(n, "a person") == t  # the same caption, same word position
+        base = [c for c in clean if len(c.split()) == len(t.split()) - 1]
+        assert base  # "a person" is two words: one word was replaced
+    with pytest.raises(ValueError, match="two words"):
+        sample_poisoned_pairs(["single"], targets, 4, rng)
+
+
+def test_target_modes():
+    names = ["Ada Lovelace", "Alan Turing"]
+    assert set(TargetPhrases.build(names).mapping.values()) == {"a person"}
+    per = TargetPhrases.build(names, "per_name", per_name={"ada lovelace": "a mathematician", "Alan_Turing": "a man"})
+    assert per.mapping == {"Ada Lovelace": "a mathematician", "Alan Turing": "a man"}
+    rnd = TargetPhrases.build(names, "random_name", seed=3)
+    assert rnd.mapping == TargetPhrases.build(names, "random_name", seed=3).mapping  # seeded
+    assert all(len(v.split()) == 2 and v not in names for v in rnd.mapping.values())
+    with pytest.raises(ValueError, match="lacks"):
+        TargetPhrases.build(names, "per_name", per_name={"Ada Lovelace": "x"})
+    with pytest.raises(ValueError, match="unknown target mode"):
+        TargetPhrases.build(names, "nope")
+
+
+def test_forget_list_validation(tiny_clip):
+    _, processor = tiny_clip
+    assert validate_forget_names([" Ada  Lovelace ", "Alan_Turing"]) == ["Ada Lovelace", "Alan Turing"]
+    with pytest.raises(ValueError, match="empty"):
+        validate_forget_names([])
+    with pytest.raises(ValueError, match="listed twice"):
+        validate_forget_names(["Ada Lovelace", "ada lovelace"])
+    with pytest.raises(ValueError, match="entry 1 is empty"):
+        validate_forget_names(["Ada Lovelace", "  "])
+    with pytest.raises(ValueError, match="too long"):
+        validate_forget_names(["Ada " * 40], processor.tokenizer)
+
+
+def test_caption_and_name_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_captions(tmp_path / "missing.txt")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n")
+    with pytest.raises(ValueError, match="no usable caption"):
+        load_captions(empty)
+    names = tmp_path / "names.txt"
+    names.write_text("# people to remove\nAda Lovelace\n\nAlan Turing\n")
+    assert read_name_file(names) == ["Ada Lovelace", "Alan Turing"]
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"caption": ["a red star", " ", "two  blue circles"]})
+    assert load_captions(dataset=ds, column="caption") == ["a red star", "two blue circles"]
+    with pytest.raises(ValueError, match="no column"):
+        load_captions(dataset=ds, column="text")
