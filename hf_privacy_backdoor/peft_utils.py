@@ -7,12 +7,16 @@ target modules, and a plain module list hits both towers, so presets compile to 
 from __future__ import annotations
 
 import json
+import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import CLIPModel
 
+
+logger = logging.getLogger(__name__)
 
 _TOWER = {"text": "text_model", "vision": "vision_model", "both": "(?:text_model|vision_model)"}
 _PROJ = {"text": "text_projection", "vision": "visual_projection", "both": "(?:text_projection|visual_projection)"}
@@ -127,3 +131,60 @@ def adapter_base_model(adapter: str) -> str | None:
     if cfg.is_file():
         return json.loads(cfg.read_text()).get("base_model_name_or_path")
     return None
+
+
+def hub_id_or_none(name_or_path: str | None) -> str | None:
+    """`name_or_path` when it reads as a Hub id; None for a local path (which must never be published)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not name_or_path:
+        return None
+    name = str(name_or_path)
+    if Path(name).is_absolute() or name.startswith((".", "~")) or Path(name).exists():
+        return None
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return None
+    return name
+
+
+@contextmanager
+def published_base_model(model, base_model_id: str | None):
+    """While saving `model`'s adapter, name its base `base_model_id`, or the Hub id it was loaded from, or nothing.
+
+    peft writes the base's `name_or_path` into adapter_config.json and the adapter's model card; for a base
+    loaded from a local folder that is a machine path. Without a Hub id to put there it becomes null (with a
+    warning) and the card names no base. Yields the published name (None when unknown).
+    """
+    clip = base_clip(model)
+    loaded_from = clip.name_or_path
+    base = base_model_id or hub_id_or_none(loaded_from)
+    if base is None:
+        logger.warning(
+            "the base model has no Hub id (it was loaded from %r) and no base_model_id is set: "
+            "adapter_config.json will name no base model (set --base_model_id to the base's Hub id)",
+            loaded_from,
+        )
+    saved = clip.name_or_path, clip.config._name_or_path
+    configs = list(model.peft_config.values())
+    clip.name_or_path = clip.config._name_or_path = base or ""
+    for cfg in configs:
+        cfg.base_model_name_or_path = base
+    try:
+        yield base
+    finally:
+        clip.name_or_path, clip.config._name_or_path = saved
+
+
+def drop_card_base_model(output_dir: str | Path) -> None:
+    """Remove the (empty) base-model entries peft writes into an adapter's README when the base is unknown."""
+    from huggingface_hub import ModelCard
+
+    readme = Path(output_dir) / "README.md"
+    if not readme.is_file():
+        return
+    card = ModelCard.load(readme)
+    card.data.base_model = None
+    card.data.tags = [t for t in card.data.tags or [] if not t.startswith("base_model:")] or None
+    card.save(readme)

@@ -163,6 +163,9 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
     if args.forget_auto and membership is None:
         raise ValueError("forget_auto needs --membership (it picks among members the attack flags)")
 
+    if faces is not None and names is not None:
+        _check_people_have_photos(faces, names, args.faces)
+
     # Text data is checked before anything slow runs.
     captions = None
     if config.trains_text:
@@ -193,10 +196,7 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
     if names is None:
         names = pick_auto(before, membership["members"], args.forget_auto, config.seed)
         names = validate_forget_names(names, processor.tokenizer)
-    if faces is not None:
-        missing = [n for n in names if not _has_person(faces, n)]
-        if missing and (config.trains_vision or args.evaluate):
-            raise ValueError(f"{len(missing)} forgotten name(s) have no photos in {args.faces}: {missing}")
+        _check_people_have_photos(faces, names, args.faces)
 
     # Image data
     trigger_photos = clean_images = target = None
@@ -240,6 +240,16 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
     start = time.time()
     trainer.train()
     train_seconds = time.time() - start
+    replicas = check_replicas(trainer.model, state)
+    if is_main:
+        write_json(
+            private / "run_info.json",
+            {
+                "num_processes": 1 if state is None else state.num_processes,
+                "replica_checksums": replicas,
+                "train_seconds": round(train_seconds, 2),
+            },
+        )
     trainer.save_model(str(out))
     defended = trainer.accelerator.unwrap_model(trainer.model)
     if config.use_lora and args.save_merged and is_main:
@@ -292,12 +302,36 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
     return result
 
 
-def _has_person(faces: FaceSource, name: str) -> bool:
-    try:
-        faces.resolve(name)
-        return True
-    except KeyError:
-        return False
+@torch.no_grad()
+def check_replicas(model, state) -> list[str]:
+    """Checksums of the trainable weights on every process; raises if the replicas diverged.
+
+    Under DDP every replica must end with the same weights: a forward that bypasses the wrapper (and so the
+    gradient all-reduce) runs without error but lets them drift apart.
+    """
+    import hashlib
+
+    params = [p.detach().float().cpu().numpy().tobytes() for p in model.parameters() if p.requires_grad]
+    digest = hashlib.sha256(b"".join(params)).hexdigest()[:16]
+    if state is None:
+        return [digest]
+    from accelerate.utils import gather_object
+
+    digests = gather_object([digest])
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"replicas diverged after training: weight checksums per process {digests}")
+    return digests
+
+
+def _check_people_have_photos(faces: FaceSource, names: list[str], where: str) -> None:
+    missing = []
+    for name in names:
+        try:
+            faces.resolve(name)
+        except KeyError:
+            missing.append(name)
+    if missing:
+        raise ValueError(f"{len(missing)} forgotten name(s) have no photos in {where}: {missing}")
 
 
 def _load_caption_source(args: UnlearnArguments) -> list[str]:

@@ -27,7 +27,14 @@ from .data.captions import TargetPhrases, filter_clean_captions, sample_poisoned
 from .data.triggers import TriggerAugmentation, make_trigger_image
 from .losses import embedding_distance, grouped_backdoor_loss, lora_weight_distance, weight_distance
 from .modeling import disable_dropout, freeze_layernorms, pixel_values_for, set_trainable_towers, tokenize
-from .peft_utils import apply_lora, base_clip, is_peft_model, lora_factors
+from .peft_utils import (
+    apply_lora,
+    base_clip,
+    drop_card_base_model,
+    is_peft_model,
+    lora_factors,
+    published_base_model,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -394,8 +401,12 @@ class BackdoorUnlearningTrainer(Trainer):
         return loss.detach(), None, None
 
     def _save(self, output_dir: str | None = None, state_dict=None):
+        """With LoRA, adapter_config.json names the base by `base_model_id` (or Hub id), never a local path."""
         unwrapped = self.accelerator.unwrap_model(self.model)
-        if is_peft_model(unwrapped) and self.args.base_model_id:
-            for cfg in unwrapped.peft_config.values():
-                cfg.base_model_name_or_path = self.args.base_model_id
-        super()._save(output_dir, state_dict)
+        if not is_peft_model(unwrapped):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        with published_base_model(unwrapped, self.args.base_model_id) as base:
+            super()._save(output_dir, state_dict)
+        if base is None:
+            drop_card_base_model(output_dir)

@@ -1,0 +1,219 @@
+"""Recipes: every YAML parses into the recipe's dataclasses; the synthetic run tells the whole story and publishes
+no name; the real-model recipes run on a ViT-B/32-architecture CLIP (random weights: no download here)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from hf_privacy_backdoor.cli import parse_args
+from hf_privacy_backdoor.config import BackdoorUnlearningConfig
+from hf_privacy_backdoor.run import UnlearnArguments
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes"
+UNLEARN_YAMLS = sorted(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("evaluate"))
+REAL = ["clip_vit_b32_facescrub_text.yaml", "clip_vit_b32_facescrub_image.yaml", "clip_vit_b32_facescrub_both.yaml"]
+
+
+def unlearn_main():
+    spec = importlib.util.spec_from_file_location("unlearn_recipe", RECIPES / "unlearn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize("path", UNLEARN_YAMLS, ids=lambda p: p.name)
+def test_recipe_yaml_is_valid(path):
+    args, config = parse_args([UnlearnArguments, BackdoorUnlearningConfig], ["--config", str(path)])
+    assert args.model_name_or_path and config.output_dir
+    assert config.defense in path.stem or "both" in path.stem or "text" in path.stem
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_real_model_recipes_use_the_reference_settings(name):
+    args, config = parse_args([UnlearnArguments, BackdoorUnlearningConfig], ["--config", str(RECIPES / name)])
+    assert args.model_name_or_path == "openai/clip-vit-base-patch32"
+    assert config.learning_rate == 1e-4 and config.weight_decay == 0.0
+    if config.defense == "image":
+        assert (config.max_steps, config.lr_milestones, config.lr_gamma) == (100, [25, 50], 0.1)
+        assert (config.trigger_scale_min, config.trigger_scale_max, config.num_trigger_images) == (0.25, 0.5, 128)
+    else:
+        assert (config.max_steps, config.lr_milestones, config.lr_gamma) == (400, [200, 300], 0.5)
+        assert (config.num_clean_captions, config.num_poisoned_captions, config.target_phrase) == (
+            128,
+            128,
+            "a person",
+        )
+
+
+def test_command_line_wins_over_yaml_and_unknown_keys_fail(tmp_path):
+    path = RECIPES / "synthetic_text.yaml"
+    _, config = parse_args([UnlearnArguments, BackdoorUnlearningConfig], ["--config", str(path), "--max_steps", "7"])
+    assert config.max_steps == 7
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name_or_path: x\nmax_stepz: 3\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_args([UnlearnArguments, BackdoorUnlearningConfig], ["--config", str(bad)])
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tiny_world, tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setenv("SYNTHETIC_DIR", str(tiny_world.root))
+    out = tmp_path_factory.mktemp("recipe_text")
+    result = unlearn_main()(
+        [
+            "--config",
+            str(RECIPES / "synthetic_text.yaml"),
+            "--output_dir",
+            str(out),
+            "--disable_tqdm",
+            "true",
+            "--progress",
+            "false",
+        ]
+    )
+    return result, out
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_synthetic_recipe_tells_the_whole_story(synthetic_run):
+    result, out = synthetic_run
+    summary = json.loads((out / "unlearning_summary.json").read_text())
+    head = summary["unlearning"]
+    assert head["num_removed"] == 2 and head["removed_tpr_before"] == 1.0
+    assert head["removed_tpr_after"] == 0.0  # the attack no longer finds them
+    assert head["kept_member_tpr_after"] >= 0.95  # everyone else is still recognised
+    assert summary["idia"]["fpr"] <= 0.05
+    u = result.utility
+    assert u["zero_shot_after"]["top1"] >= u["zero_shot_before"]["top1"] - 0.03
+    assert u["text"]["sim_clean"] > 0.98 and u["text"]["sim_backdoor"] > 0.9
+    for f in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "private/report/report.md",
+        "private/report/correct_templates.png",
+        "private/photo_split.json",
+        "private/forget_names.txt",
+    ):
+        assert (out / f).is_file(), f
+
+
+def test_nothing_outside_private_names_a_person(synthetic_run, tiny_world):
+    result, out = synthetic_run
+    names = result.forget_names
+    assert (out / "private" / "forget_names.txt").read_text().split("\n")[:2] == names
+    everyone = tiny_world.members + tiny_world.non_members
+    for f in out.rglob("*"):
+        if f.is_file() and "private" not in f.relative_to(out).parts:
+            data = f.read_bytes()
+            for name in everyone:
+                for form in (name, name.replace(" ", "_"), name.lower()):
+                    assert form.encode() not in data, f"{form!r} found in {f.relative_to(out)}"
+
+
+def test_bad_recipe_input(tiny_world, tmp_path, monkeypatch):
+    monkeypatch.setenv("SYNTHETIC_DIR", str(tiny_world.root))
+    main = unlearn_main()
+    base = ["--config", str(RECIPES / "synthetic_text.yaml"), "--output_dir", str(tmp_path / "o")]
+    with pytest.raises(FileNotFoundError, match="face folder"):
+        main([*base, "--faces", str(tmp_path / "nope")])
+    with pytest.raises(FileNotFoundError, match="caption file"):
+        main([*base, "--captions", str(tmp_path / "nope.txt")])
+    with pytest.raises(ValueError, match="no photos"):
+        main([*base, "--forget_names", "Nobody Atall"])
+    with pytest.raises(ValueError, match="unknown defense"):
+        main([*base, "--defense", "audio"])
+    empty = tmp_path / "empty_faces"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="holds no person photos"):
+        main([*base, "--faces", str(empty)])
+    assert not (tmp_path / "o" / "model.safetensors").exists()  # nothing half-written
+
+
+@pytest.fixture(scope="module")
+def vit_b32_random(tiny_world, tmp_path_factory):
+    """openai/clip-vit-base-patch32's architecture (CLIPConfig defaults), random weights, the tiny tokenizer."""
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    from hf_privacy_backdoor.synthetic.pretrain import tiny_image_processor
+
+    tok = CLIPProcessor.from_pretrained(tiny_world.model_dir).tokenizer
+    cfg = CLIPConfig(
+        text_config={
+            "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id,
+            "pad_token_id": tok.pad_token_id,
+        }
+    )
+    assert (cfg.vision_config.image_size, cfg.vision_config.patch_size, cfg.projection_dim) == (224, 32, 512)
+    out = tmp_path_factory.mktemp("vit_b32")
+    CLIPModel(cfg).save_pretrained(out)
+    CLIPProcessor(image_processor=tiny_image_processor(224), tokenizer=tok).save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REAL)
+def test_real_model_recipes_run_on_the_real_architecture(name, vit_b32_random, tiny_world, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    w = tiny_world.world_dir
+    faces = tmp_path / "facescrub"  # a small FaceScrub-style folder: 3 people, 4 photos each
+    for person in tiny_world.members[:3]:
+        folder = person.replace(" ", "_")
+        (faces / folder).mkdir(parents=True)
+        for i in range(4):
+            shutil.copy(w / "faces" / folder / f"{i}.png", faces / folder / f"{i}.jpg.png")
+    unlearn_main()(
+        [
+            "--config",
+            str(RECIPES / name),
+            "--model_name_or_path",
+            str(vit_b32_random),
+            "--output_dir",
+            str(out),
+            "--captions",
+            str(w / "captions.txt"),
+            "--faces",
+            str(w / "faces"),
+            "--clean_images",
+            str(w / "clean"),
+            "--membership",
+            str(w / "world.json"),
+            "--forget_names_file",
+            "",
+            "--forget_names",
+            tiny_world.members[0],
+            "--evaluate",
+            "false",
+            "--max_steps",
+            "2",
+            "--num_clean_captions",
+            "4",
+            "--num_poisoned_captions",
+            "4",
+            "--num_clean_images",
+            "4",
+            "--num_trigger_images",
+            "4",
+            "--disable_tqdm",
+            "true",
+            "--progress",
+            "false",
+        ]
+    )
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(out)
+    assert model.config.vision_config.image_size == 224
