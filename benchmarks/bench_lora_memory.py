@@ -90,7 +90,7 @@ def worker(args: argparse.Namespace, recipe_argv: list[str]) -> dict:
     from transformers import TrainerCallback
 
     from hf_privacy_backdoor.cli import parse_args as parse_recipe
-    from hf_privacy_backdoor.cli import resolve_synthetic_paths, setup_logging, yaml_config_keys
+    from hf_privacy_backdoor.cli import setup_logging, yaml_config_keys
     from hf_privacy_backdoor.config import BackdoorUnlearningConfig
     from hf_privacy_backdoor.data.captions import load_captions, read_name_file
     from hf_privacy_backdoor.data.faces import load_membership
@@ -113,7 +113,6 @@ def worker(args: argparse.Namespace, recipe_argv: list[str]) -> dict:
         run_args, config = parse_recipe([UnlearnArguments, BackdoorUnlearningConfig], argv)
         if config.defense != "text":
             raise SystemExit(f"this benchmark trains the text defense; {args.config} sets defense {config.defense!r}")
-        resolve_synthetic_paths(run_args)
         names = list(run_args.forget_names or [])
         if run_args.forget_names_file:
             names += read_name_file(run_args.forget_names_file)

@@ -30,6 +30,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         config = yaml.safe_load(path.read_text()) or {}
         if not isinstance(config, dict):
             raise ValueError(f"{known.config}: a recipe is a flat mapping of flag names to values")
+        config = _substitute_synthetic(config)
         valid = {a.dest for a in parser._actions}
         unknown = sorted(set(config) - valid)
         if unknown:
@@ -68,28 +69,24 @@ def setup_logging(verbose: bool = False) -> None:
         warnings.filterwarnings("ignore", message=".*torchvision.*")
 
 
-def resolve_synthetic_paths(args) -> None:
-    """Replace `${SYNTHETIC}` in string arguments by the synthetic world's folder.
-
-    The folder comes from the `SYNTHETIC_DIR` environment variable, else the cached world is built or loaded.
-    """
+def synthetic_root() -> str:
+    """The synthetic world's folder: `SYNTHETIC_DIR` if set, else the cached build (built once if missing)."""
     import os
-    from dataclasses import fields
 
-    uses = [
-        f.name
-        for f in fields(args)
-        if isinstance(getattr(args, f.name), str) and SYNTHETIC_TOKEN in getattr(args, f.name)
-    ]
-    if not uses:
-        return
     root = os.environ.get("SYNTHETIC_DIR")
     if not root:
         from .synthetic import get_or_build_synthetic
 
         root = str(get_or_build_synthetic().root)
-    for name in uses:
-        setattr(args, name, getattr(args, name).replace(SYNTHETIC_TOKEN, root))
+    return root
+
+
+def _substitute_synthetic(config: dict) -> dict:
+    """Replace `${SYNTHETIC}` in a recipe's string values by the synthetic world's folder."""
+    if not any(isinstance(v, str) and SYNTHETIC_TOKEN in v for v in config.values()):
+        return config
+    root = synthetic_root()
+    return {k: v.replace(SYNTHETIC_TOKEN, root) if isinstance(v, str) else v for k, v in config.items()}
 
 
 def distributed_state():

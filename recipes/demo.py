@@ -1,0 +1,74 @@
+"""The whole story on the synthetic identity world, in a few minutes on a CPU (`make demo`).
+
+1. Build (or load from cache) the synthetic world and its tiny CLIP pretrained on it.
+2. The identity inference attack finds the members by name; non-members are not flagged.
+3. Each defense removes two people the attack flags (text: their names; image: their faces; both),
+   and the attack runs again on photos the defense never saw: the removed people are no longer found,
+   everyone and everything else still is.
+
+    python recipes/demo.py [--defenses text both] [--output_dir outputs/demo]
+
+The defenses use the synthetic recipes (`recipes/synthetic_<defense>.yaml`), so what the demo shows is what
+`accelerate launch recipes/unlearn.py --config recipes/synthetic_<defense>.yaml` does.
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+from hf_privacy_backdoor.cli import parse_args, setup_logging  # noqa: E402
+from hf_privacy_backdoor.config import BackdoorUnlearningConfig  # noqa: E402
+from hf_privacy_backdoor.run import UnlearnArguments, format_run_summary, run_unlearning  # noqa: E402
+
+
+RECIPES = Path(__file__).resolve().parent
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--defenses", nargs="+", default=["text", "image", "both"], choices=["text", "image", "both"])
+    parser.add_argument("--output_dir", default="outputs/demo")
+    parser.add_argument("--lora", action="store_true", help="Run the LoRA variants of the recipes.")
+    opts = parser.parse_args(argv)
+    setup_logging()
+
+    from hf_privacy_backdoor.synthetic import get_or_build_synthetic
+
+    start = time.time()
+    print("== 1. The synthetic identity world and its tiny CLIP (built once, then cached)")
+    world = get_or_build_synthetic()
+    print(
+        f"   {len(world.members)} members (named in pretraining), {len(world.non_members)} non-members (never "
+        f"seen), {len(world.object_classes)} object classes; ready in {time.time() - start:.0f} s\n   {world.root}"
+    )
+    os.environ["SYNTHETIC_DIR"] = str(world.root)
+    for i, defense in enumerate(opts.defenses):
+        recipe = RECIPES / f"synthetic_{defense}{'_lora' if opts.lora else ''}.yaml"
+        print(f"\n== {i + 2}. {defense} defense ({recipe.name}): attack, defend two flagged members, attack again")
+        args, config = parse_args(
+            [UnlearnArguments, BackdoorUnlearningConfig],
+            [
+                "--config",
+                str(recipe),
+                "--output_dir",
+                f"{opts.output_dir}/{defense}",
+                "--disable_tqdm",
+                "true",
+                "--progress",
+                "false",
+            ],
+        )
+        result = run_unlearning(args, config)
+        print(format_run_summary(result))
+    print(
+        f"\nDone in {time.time() - start:.0f} s. Files named 'private/' list the removed people: never publish them."
+    )
+
+
+if __name__ == "__main__":
+    main()
