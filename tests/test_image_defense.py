@@ -1,0 +1,179 @@
+"""Image-encoder defense and both towers in one run (issue 5)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_privacy_backdoor.config import BackdoorUnlearningConfig
+from hf_privacy_backdoor.data.faces import load_face_folder, split_photos
+from hf_privacy_backdoor.data.images import (
+    compute_target_embedding,
+    load_image_folder,
+    load_target_embedding,
+    make_photo_split,
+    save_target_embedding,
+)
+from hf_privacy_backdoor.modeling import load_clip
+from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
+
+
+def image_config(out, **kw):
+    base = dict(
+        output_dir=str(out),
+        defense="image",
+        max_steps=4,
+        num_clean_images=8,
+        num_trigger_images=8,
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=1,
+        seed=0,
+    )
+    base.update(kw)
+    return BackdoorUnlearningConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def image_data(tiny_world, tiny_clip):
+    model, processor = tiny_clip
+    faces = load_face_folder(tiny_world.faces_dir)
+    names = tiny_world.members[:2]
+    split = make_photo_split(faces, faces.names(), 0.5, seed=0)
+    trigger = {n: faces.load(n, split["trigger"][n]) for n in names}
+    clean = load_image_folder(tiny_world.clean_dir, limit=64)
+    target = compute_target_embedding(model, processor, faces.subset(tiny_world.members[:10]), split["trigger"])
+    return names, trigger, clean, target, split
+
+
+def train_image(tiny_world, out, image_data, **kw):
+    names, trigger, clean, target, _ = image_data
+    model, processor = load_clip(str(tiny_world.model_dir))
+    trainer = BackdoorUnlearningTrainer(
+        model=model,
+        args=image_config(out, **kw),
+        processing_class=processor,
+        forget_names=names,
+        trigger_photos=trigger,
+        clean_images=clean,
+        target_embedding=target,
+    )
+    trainer.train()
+    return trainer
+
+
+def test_photo_split_is_disjoint_seeded_and_independent_of_who_is_forgotten(tiny_world):
+    faces = load_face_folder(tiny_world.faces_dir)
+    a = make_photo_split(faces, faces.names(), 0.5, seed=0)
+    b = split_photos(faces, tiny_world.members[:1], 0.5, seed=0)
+    name = tiny_world.members[0]
+    assert a["trigger"][name] == b[0][name] and a["eval"][name] == b[1][name]
+    assert not set(a["trigger"][name]) & set(a["eval"][name])
+    assert sorted(a["trigger"][name] + a["eval"][name]) == list(range(len(faces.photos[name])))
+    assert make_photo_split(faces, faces.names(), 0.5, seed=1)["trigger"][name] != a["trigger"][name]
+
+
+def test_image_defense_leaves_text_tower_and_layernorms_bit_identical(tiny_world, tiny_clip, image_data, tmp_path):
+    trainer = train_image(tiny_world, tmp_path, image_data)
+    original, _ = tiny_clip
+    before, after = original.state_dict(), trainer.model.state_dict()
+    frozen = [
+        k for k in before if k.startswith(("text_model.", "text_projection", "logit_scale")) or "layer_norm" in k
+    ]
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vision_model.encoder"))
+    logs = [h for h in trainer.state.log_history if "image_backdoor" in h]
+    assert len(logs) == 4 and all(np.isfinite(h["image_backdoor"]) for h in logs)
+
+
+def test_image_training_is_deterministic(tiny_world, image_data, tmp_path):
+    runs = [train_image(tiny_world, tmp_path / str(i), image_data, max_steps=2) for i in range(2)]
+    w = [r.model.vision_model.encoder.layers[0].mlp.fc1.weight for r in runs]
+    assert torch.equal(w[0], w[1])
+
+
+def test_bad_image_input(tiny_world, tiny_clip, image_data, tmp_path):
+    model, processor = tiny_clip
+    names, trigger, clean, target, _ = image_data
+    cfg = image_config(tmp_path)
+    kw = dict(model=model, args=cfg, processing_class=processor, forget_names=names)
+    with pytest.raises(ValueError, match="no trigger photo for forgotten person"):
+        BackdoorUnlearningTrainer(
+            **kw, trigger_photos={names[0]: trigger[names[0]]}, clean_images=clean, target_embedding=target
+        )
+    with pytest.raises(ValueError, match="clean images"):
+        BackdoorUnlearningTrainer(**kw, trigger_photos=trigger, clean_images=[], target_embedding=target)
+    with pytest.raises(ValueError, match="embeds in"):
+        BackdoorUnlearningTrainer(**kw, trigger_photos=trigger, clean_images=clean, target_embedding=torch.zeros(7))
+    # a target-embedding file of the wrong dimension
+    path = tmp_path / "target.safetensors"
+    save_target_embedding(path, torch.zeros(7))
+    with pytest.raises(ValueError, match="has 7 values"):
+        load_target_embedding(path, dim=model.config.projection_dim)
+    # too few photos to split
+    folder = tmp_path / "faces" / "Ada_Lovelace"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "0.png")
+    with pytest.raises(ValueError, match="too few to split"):
+        split_photos(load_face_folder(tmp_path / "faces"), ["Ada Lovelace"])
+    # unreadable files are skipped with a warning that names them, never a crash deep in training
+    (folder / "1.png").write_bytes(b"not an image")
+    Image.new("RGB", (8, 8)).save(folder / "2.png")
+    faces = load_face_folder(tmp_path / "faces")
+    photos = faces.load("Ada Lovelace")
+    assert len(photos) == 2 and any("1.png" in s for s in faces.skipped)
+    with pytest.raises(ValueError, match="no readable image"):
+        bad = tmp_path / "clean_bad"
+        bad.mkdir()
+        (bad / "x.png").write_bytes(b"junk")
+        load_image_folder(bad)
+
+
+def test_unreadable_images_are_reported_by_name(tmp_path, caplog):
+    folder = tmp_path / "faces" / "Ada_Lovelace"
+    folder.mkdir(parents=True)
+    (folder / "broken.jpg").write_bytes(b"junk")
+    faces = load_face_folder(tmp_path / "faces")
+    with caplog.at_level("WARNING"):
+        assert faces.load("Ada Lovelace") == []
+    assert "broken.jpg" in caplog.text
+
+
+def test_run_saves_the_split_and_target_and_never_evaluates_trigger_photos(tiny_world, tmp_path, monkeypatch):
+    from hf_privacy_backdoor.cli import parse_args
+    from hf_privacy_backdoor.run import UnlearnArguments, run_unlearning
+
+    monkeypatch.setenv("SYNTHETIC_DIR", str(tiny_world.root))
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "synthetic_image.yaml"
+    args, config = parse_args(
+        [UnlearnArguments, BackdoorUnlearningConfig],
+        [
+            "--config",
+            str(recipe),
+            "--output_dir",
+            str(tmp_path),
+            "--max_steps",
+            "3",
+            "--num_clean_images",
+            "8",
+            "--num_trigger_images",
+            "8",
+            "--disable_tqdm",
+            "true",
+            "--progress",
+            "false",
+            "--trigger_grid",
+            "true",
+        ],
+    )
+    result = run_unlearning(args, config)
+    split = json.loads((tmp_path / "private" / "photo_split.json").read_text())
+    assert (tmp_path / "private" / "trigger_samples.png").is_file()
+    dim = json.loads((tiny_world.model_dir / "config.json").read_text())["projection_dim"]
+    assert load_target_embedding(tmp_path / "private" / "target_embedding.safetensors", dim).shape == (dim,)
+    for person in result.after.people:
+        assert set(person.photos) <= set(split["eval"][person.name])  # only evaluation photos were attacked
+        assert not set(person.photos) & set(split["trigger"][person.name])
