@@ -58,6 +58,13 @@ class BackdoorUnlearningConfig(TrainingArguments):
     trigger_scale_max: float = field(
         default=0.5, metadata={"help": "Largest pasted face, as a fraction of the model's image side."}
     )
+    trigger_color_jitter: float = field(
+        default=0.5,
+        metadata={"help": "Brightness, contrast and saturation factors of triggers are drawn from [1-x, 1+x]."},
+    )
+    trigger_hue_shift: float = field(default=0.1, metadata={"help": "Trigger hue shift drawn from [-x, x]."})
+    trigger_rotation: float = field(default=30.0, metadata={"help": "Trigger rotation in degrees, from [-x, x)."})
+    trigger_flip_p: float = field(default=0.5, metadata={"help": "Probability of a horizontal flip."})
     trigger_fraction: float = field(
         default=0.5,
         metadata={"help": "Share of each forgotten person's photos used as triggers; the rest is for evaluation."},
@@ -136,6 +143,14 @@ class BackdoorUnlearningConfig(TrainingArguments):
                 "need 0 < trigger_scale_min <= trigger_scale_max <= 1, got "
                 f"{self.trigger_scale_min}, {self.trigger_scale_max}"
             )
+        if not 0 <= self.trigger_color_jitter <= 1:
+            raise ValueError(f"trigger_color_jitter must be in [0, 1], got {self.trigger_color_jitter}")
+        if not 0 <= self.trigger_hue_shift <= 0.5:
+            raise ValueError(f"trigger_hue_shift must be in [0, 0.5], got {self.trigger_hue_shift}")
+        if not 0 <= self.trigger_rotation <= 180:
+            raise ValueError(f"trigger_rotation must be in [0, 180] degrees, got {self.trigger_rotation}")
+        if not 0 <= self.trigger_flip_p <= 1:
+            raise ValueError(f"trigger_flip_p must be in [0, 1], got {self.trigger_flip_p}")
         if not 0 < self.trigger_fraction < 1:
             raise ValueError(f"trigger_fraction must be in (0, 1), got {self.trigger_fraction}")
         if self.per_device_train_batch_size != 1:

@@ -72,6 +72,13 @@ class UnlearnArguments:
     )
     clean_images: str | None = field(default=None, metadata={"help": "Folder of clean images (image defense)."})
     clean_image_limit: int | None = field(default=None, metadata={"help": "Use at most N clean images."})
+    clean_faces_per_person: int = field(
+        default=0,
+        metadata={
+            "help": "Add up to N photos of every person who is NOT forgotten to the clean images (from the "
+            "non-evaluation half of their photos), so that other faces keep their embeddings."
+        },
+    )
     target_embedding: str | None = field(
         default=None, metadata={"help": "Target embedding file (safetensors); default: computed from the faces."}
     )
@@ -205,6 +212,11 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
         if not args.clean_images:
             raise ValueError("the image defense needs --clean_images (a folder of images without the forgotten faces)")
         clean_images = load_image_folder(args.clean_images, args.clean_image_limit)
+        if args.clean_faces_per_person > 0:
+            forgotten = {faces.resolve(n) for n in names}
+            for person in faces.names():
+                if person not in forgotten:  # never an evaluation photo: the split's other half
+                    clean_images += faces.load(person, split["trigger"][person][: args.clean_faces_per_person])
         if args.target_embedding:
             target = load_target_embedding(args.target_embedding, model.config.projection_dim)
         else:

@@ -191,7 +191,16 @@ class BackdoorUnlearningTrainer(Trainer):
                 raise ValueError(f"target embedding has {target.numel()} values; this model embeds in {dim}")
             self.trigger_photos, self.clean_images, self.target_embedding = photos, list(clean_images), target
             self.image_size = clip.config.vision_config.image_size
-            self.trigger_aug = TriggerAugmentation(scale_range=(args.trigger_scale_min, args.trigger_scale_max))
+            jitter = (1 - args.trigger_color_jitter, 1 + args.trigger_color_jitter)
+            self.trigger_aug = TriggerAugmentation(
+                scale_range=(args.trigger_scale_min, args.trigger_scale_max),
+                flip_p=args.trigger_flip_p,
+                brightness=jitter,
+                contrast=jitter,
+                saturation=jitter,
+                hue=(-args.trigger_hue_shift, args.trigger_hue_shift),
+                rotation=(-args.trigger_rotation, args.trigger_rotation),
+            )
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The reference's step schedule (lr x gamma at each milestone), or a standard scheduler."""

@@ -177,3 +177,103 @@ def test_run_saves_the_split_and_target_and_never_evaluates_trigger_photos(tiny_
     for person in result.after.people:
         assert set(person.photos) <= set(split["eval"][person.name])  # only evaluation photos were attacked
         assert not set(person.photos) & set(split["trigger"][person.name])
+
+
+def run_recipe(recipe, tiny_world, out, *extra):
+    from hf_privacy_backdoor.cli import parse_args
+    from hf_privacy_backdoor.run import UnlearnArguments, run_unlearning
+
+    args, config = parse_args(
+        [UnlearnArguments, BackdoorUnlearningConfig],
+        [
+            "--config",
+            str(Path(__file__).resolve().parents[1] / "recipes" / recipe),
+            "--output_dir",
+            str(out),
+            "--disable_tqdm",
+            "true",
+            "--progress",
+            "false",
+            *extra,
+        ],
+    )
+    return run_unlearning(args, config)
+
+
+@pytest.fixture(scope="module")
+def image_run(tiny_world, tmp_path_factory):
+    import os
+
+    os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
+    return run_recipe("synthetic_image.yaml", tiny_world, tmp_path_factory.mktemp("image_run"))
+
+
+@pytest.fixture(scope="module")
+def both_run(tiny_world, tmp_path_factory):
+    import os
+
+    os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
+    return run_recipe(
+        "synthetic_both.yaml",
+        tiny_world,
+        tmp_path_factory.mktemp("both_run"),
+        "--forget_auto",
+        "0",
+        "--forget_names",
+        *tiny_world.members[5:7],
+    )
+
+
+def _kept_tpr(result):
+    removed = {n.casefold() for n in result.forget_names}
+    kept = [p for p in result.after.people if p.membership == "member" and p.name.casefold() not in removed]
+    return sum(p.flagged for p in kept) / len(kept)
+
+
+def test_image_defense_forgets_faces_and_keeps_the_rest(image_run, tiny_clip):
+    r = image_run
+    for name in r.forget_names:
+        assert r.before.person(name).flagged and not r.after.person(name).flagged, name
+    assert _kept_tpr(r) >= 0.95 and r.after.totals()["fpr"] <= 0.05
+    img = r.utility["image"]
+    assert img["sim_id"] > 0.9  # held-out photos of the removed people embed as the anonymous person
+    assert img["sim_clean"] > 0.97  # clean images barely move
+    assert r.utility["zero_shot_after"]["top1"] >= r.utility["zero_shot_before"]["top1"] - 0.03
+    # the text tower is untouched
+    original, _ = tiny_clip
+    from transformers import CLIPModel
+
+    defended = CLIPModel.from_pretrained(r.output_dir)
+    for k, v in original.state_dict().items():
+        if k.startswith(("text_model.", "text_projection")):
+            assert torch.equal(v, defended.state_dict()[k]), k
+
+
+def test_both_towers_in_one_run(both_run, tiny_world, tiny_clip):
+    r = both_run
+    assert len(r.forget_names) == 2
+    for name in r.forget_names:
+        assert r.before.person(name).flagged and not r.after.person(name).flagged, name
+    assert _kept_tpr(r) >= 0.95 and r.after.totals()["fpr"] <= 0.05
+    assert r.utility["text"]["sim_backdoor"] > 0.9 and r.utility["text"]["sim_clean"] > 0.98
+    assert r.utility["image"]["sim_id"] > 0.85 and r.utility["image"]["sim_clean"] > 0.97
+    # each tower's effect holds on its own: defended text + original vision, and original text + defended vision
+    import copy
+
+    from transformers import CLIPModel
+
+    from hf_privacy_backdoor.evaluation import run_idia
+
+    original, processor = tiny_clip
+    defended = CLIPModel.from_pretrained(r.output_dir).state_dict()
+    split = json.loads((r.output_dir / "private" / "photo_split.json").read_text())["eval"]
+    for tower in ("text", "vision"):
+        hybrid = copy.deepcopy(original)
+        state = hybrid.state_dict()
+        prefixes = ("text_model.", "text_projection") if tower == "text" else ("vision_model.", "visual_projection")
+        state.update({k: v for k, v in defended.items() if k.startswith(prefixes)})
+        hybrid.load_state_dict(state)
+        result = run_idia(
+            hybrid.eval(), processor, tiny_world.faces_dir, people=r.forget_names, photo_indices=split, progress=False
+        )
+        assert not any(p.flagged for p in result.people), tower
