@@ -187,19 +187,20 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
         split = make_photo_split(faces, people, config.trigger_fraction, config.seed) if people else None
     eval_indices = split["eval"] if split else None
 
-    attack_kw = dict(num_photos=args.num_photos, tau=args.tau, num_candidates=args.num_candidates, seed=config.seed)
+    attack_kw = dict(
+        faces=faces,
+        membership=membership,
+        photo_indices=eval_indices,
+        accelerator=state,
+        progress=args.progress and is_main,
+        num_photos=args.num_photos,
+        tau=args.tau,
+        num_candidates=args.num_candidates,
+        seed=config.seed,
+    )
     before = None
     if args.evaluate or args.forget_auto:
-        before = run_idia(
-            model,
-            processor,
-            faces,
-            membership=membership,
-            photo_indices=eval_indices,
-            accelerator=state,
-            progress=args.progress and is_main,
-            **attack_kw,
-        )
+        before = run_idia(model, processor, **attack_kw)
     if names is None:
         names = pick_auto(before, membership["members"], args.forget_auto, config.seed)
         names = validate_forget_names(names, processor.tokenizer)
@@ -237,6 +238,11 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
         clean_images=clean_images,
         target_embedding=target,
     )
+    if not args.progress:  # quiet: no progress bar, no printed log lines (the logs stay in the trainer state)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.remove_callback(ProgressCallback)
     if is_main:
         private.mkdir(parents=True, exist_ok=True)
         (private / "README.txt").write_text(
@@ -270,16 +276,7 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
 
     result = RunResult(out, names, {}, before=before, train_seconds=train_seconds)
     if args.evaluate:
-        after = run_idia(
-            defended,
-            processor,
-            faces,
-            membership=membership,
-            photo_indices=eval_indices,
-            accelerator=state,
-            progress=args.progress and is_main,
-            **attack_kw,
-        )
+        after = run_idia(defended, processor, **attack_kw)
         comparison = compare_results(before, after, names)
         utility = _utility(
             args, config, defended, processor, names, captions, faces, split, target, clean_images, state

@@ -229,24 +229,29 @@ class BackdoorUnlearningTrainer(Trainer):
         else:
             step = -1 - int(inputs["step_index"].flatten()[0])  # evaluation batches: their own seeds
         args = self.args
+        towers = []  # (name, terms, beta, lambda, weight of the tower's loss in 'both')
+        if args.trains_text:
+            towers.append(
+                ("text", self._text_terms, args.text_backdoor_weight, args.text_weight_distance, args.text_loss_weight)
+            )
+        if args.trains_vision:
+            towers.append(
+                (
+                    "image",
+                    self._image_terms,
+                    args.image_backdoor_weight,
+                    args.image_weight_distance,
+                    args.image_loss_weight,
+                )
+            )
         total = 0.0
         metrics = {}
-        if args.trains_text:
-            utility, backdoor = self._text_terms(model, step)
-            weight = self._weight_term(model, "text")
-            scale = args.text_loss_weight if args.defense == "both" else 1.0
-            total = (
-                total + scale * (utility + args.text_backdoor_weight * backdoor) + args.text_weight_distance * weight
-            )
-            metrics.update(text_utility=utility, text_backdoor=backdoor, text_weight=weight)
-        if args.trains_vision:
-            utility, backdoor = self._image_terms(model, step)
-            weight = self._weight_term(model, "vision")
-            scale = args.image_loss_weight if args.defense == "both" else 1.0
-            total = (
-                total + scale * (utility + args.image_backdoor_weight * backdoor) + args.image_weight_distance * weight
-            )
-            metrics.update(image_utility=utility, image_backdoor=backdoor, image_weight=weight)
+        for name, terms, beta, lam, tower_weight in towers:
+            utility, backdoor = terms(model, step)
+            weight = self._weight_term(model, "text" if name == "text" else "vision")
+            scale = tower_weight if args.defense == "both" else 1.0
+            total = total + scale * (utility + beta * backdoor) + lam * weight
+            metrics.update({f"{name}_utility": utility, f"{name}_backdoor": backdoor, f"{name}_weight": weight})
         prefix = "" if model.training else "eval_"
         for key, value in metrics.items():
             self._metrics[prefix + key].append(float(value.detach()))
