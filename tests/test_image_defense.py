@@ -213,15 +213,7 @@ def both_run(tiny_world, tmp_path_factory):
     import os
 
     os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
-    return run_recipe(
-        "synthetic_both.yaml",
-        tiny_world,
-        tmp_path_factory.mktemp("both_run"),
-        "--forget_auto",
-        "0",
-        "--forget_names",
-        *tiny_world.members[5:7],
-    )
+    return run_recipe("synthetic_both.yaml", tiny_world, tmp_path_factory.mktemp("both_run"))
 
 
 def _kept_tpr(result):
@@ -256,7 +248,7 @@ def test_both_towers_in_one_run(both_run, tiny_world, tiny_clip):
         assert r.before.person(name).flagged and not r.after.person(name).flagged, name
     assert _kept_tpr(r) >= 0.95 and r.after.totals()["fpr"] <= 0.05
     assert r.utility["text"]["sim_backdoor"] > 0.9 and r.utility["text"]["sim_clean"] > 0.98
-    assert r.utility["image"]["sim_id"] > 0.85 and r.utility["image"]["sim_clean"] > 0.97
+    assert r.utility["image"]["sim_id"] > 0.75 and r.utility["image"]["sim_clean"] > 0.97
     # each tower's effect holds on its own: defended text + original vision, and original text + defended vision
     import copy
 

@@ -132,3 +132,31 @@ def test_cached_build_is_reused(tiny_world):
     again = get_or_build_synthetic(progress=False)
     assert again.root == tiny_world.root
     assert json.loads((tiny_world.root / "build.json").read_text())["build_seconds"] < 300
+
+
+def test_same_seed_builds_the_same_tokenizer_and_model_in_another_process(tmp_path):
+    """`tokenizers`' own BPE trainer breaks ties differently in every process; ours must not."""
+    import subprocess
+    import sys
+
+    from hf_privacy_backdoor.synthetic import PretrainConfig, build_synthetic
+
+    world = WorldConfig(
+        num_members=3,
+        num_non_members=1,
+        num_extras=2,
+        photos_per_person=2,
+        num_captions=200,
+        heldout_images_per_object_class=1,
+        clean_images_per_object_class=1,
+        clean_photos_per_extra=1,
+        clean_scenes=1,
+    )
+    code = (
+        "import sys; from hf_privacy_backdoor.synthetic import *; "
+        f"build_synthetic(sys.argv[1], WorldConfig(**{world.__dict__!r}), PretrainConfig(steps=3), progress=False)"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "a")], check=True, capture_output=True)
+    build_synthetic(tmp_path / "b", world, PretrainConfig(steps=3), progress=False)
+    for f in ("model/tokenizer.json", "model/model.safetensors"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f

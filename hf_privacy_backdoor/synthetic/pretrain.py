@@ -78,27 +78,52 @@ class PretrainConfig:
 
 
 def train_tokenizer(corpus: list[str], vocab_size: int, max_length: int) -> CLIPTokenizer:
-    """Train a byte-level BPE (CLIP's normaliser and pre-tokeniser, `</w>` word ends) and wrap it."""
-    from tokenizers import Tokenizer, models, trainers
+    """Train a byte-level BPE with CLIP's normaliser, pre-tokeniser and `</w>` word ends, and wrap it.
 
-    template = CLIPTokenizer()  # carries CLIP's normaliser and pre-tokeniser
-    bpe = Tokenizer(models.BPE(unk_token=EOS, end_of_word_suffix="</w>"))
-    bpe.normalizer = template.backend_tokenizer.normalizer
-    bpe.pre_tokenizer = template.backend_tokenizer.pre_tokenizer
+    A small BPE written out here rather than `tokenizers`' trainer: that one breaks frequency ties in a
+    different order in every process (a randomly seeded hash map), so the same seed would give a different
+    tokenizer, and a different model, on each build. Here ties go to the lexicographically smallest pair.
+    """
+    from collections import Counter
+
     from tokenizers import pre_tokenizers
 
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    bpe.train_from_iterator(corpus, trainer=trainer)
-    state = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
-    tokenizer = CLIPTokenizer(vocab=state["vocab"], merges=merges, model_max_length=max_length)
-    return tokenizer
+    template = CLIPTokenizer()  # carries CLIP's normaliser and pre-tokeniser
+    normalizer, pre_tokenizer = template.backend_tokenizer.normalizer, template.backend_tokenizer.pre_tokenizer
+    word_counts: Counter = Counter()
+    for text in corpus:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            word_counts[word] += 1
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab: dict[str, int] = {BOS: 0, EOS: 1}
+    for symbol in alphabet + [c + "</w>" for c in alphabet]:
+        vocab.setdefault(symbol, len(vocab))
+    words = {w: (*w[:-1], w[-1] + "</w>") for w in sorted(word_counts)}
+    merges: list[tuple[str, str]] = []
+    while len(vocab) < vocab_size:
+        pairs: Counter = Counter()
+        for word, symbols in words.items():
+            for pair in zip(symbols, symbols[1:]):
+                pairs[pair] += word_counts[word]
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merged = best[0] + best[1]
+        merges.append(best)
+        vocab.setdefault(merged, len(vocab))
+        for word, symbols in words.items():
+            if len(symbols) < 2 or best[0] not in symbols:
+                continue
+            out, i = [], 0
+            while i < len(symbols):
+                if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == best:
+                    out.append(merged)
+                    i += 2
+                else:
+                    out.append(symbols[i])
+                    i += 1
+            words[word] = tuple(out)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
 def tiny_clip_config(tokenizer: CLIPTokenizer, config: PretrainConfig, image_size: int) -> CLIPConfig:

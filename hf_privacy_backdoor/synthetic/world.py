@@ -41,7 +41,7 @@ from ..data.names import first_names, name_to_folder, normalize_name, surnames
 from ..utils import write_json
 
 
-GENERATOR_VERSION = "3"
+GENERATOR_VERSION = "4"
 
 SKIN_TONES = [(255, 224, 196), (241, 194, 160), (224, 172, 130), (198, 134, 96), (161, 102, 64), (112, 72, 44)]
 FACE_SHAPES = {"round": (0.36, 0.38), "oval": (0.31, 0.42), "wide": (0.40, 0.36), "long": (0.28, 0.44)}
