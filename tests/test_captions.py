@@ -87,3 +87,15 @@ def test_caption_and_name_files(tmp_path):
     assert load_captions(dataset=ds, column="caption") == ["a red star", "two blue circles"]
     with pytest.raises(ValueError, match="no column"):
         load_captions(dataset=ds, column="text")
+
+
+@pytest.mark.parametrize("num_names", [1, 64, 100])
+def test_many_names_stay_balanced_and_all_filtered(num_names):
+    names = [f"Person{i} Surname{i}" for i in range(num_names)]
+    targets = TargetPhrases.build(validate_forget_names(names))
+    corpus = ["a red star on a table", "two blue circles"] + [f"a photo of {n} smiling" for n in names]
+    clean = filter_clean_captions(corpus, names)
+    assert clean == ["a red star on a table", "two blue circles"]
+    _, _, owner = sample_poisoned_pairs(clean, targets, 128, np.random.default_rng(1))
+    counts = Counter(owner)
+    assert len(counts) == min(num_names, 128) and max(counts.values()) - min(counts.values()) <= 1
