@@ -141,17 +141,7 @@ def test_same_seed_builds_the_same_tokenizer_and_model_in_another_process(tmp_pa
 
     from hf_privacy_backdoor.synthetic import PretrainConfig, build_synthetic
 
-    world = WorldConfig(
-        num_members=3,
-        num_non_members=1,
-        num_extras=2,
-        photos_per_person=2,
-        num_captions=200,
-        heldout_images_per_object_class=1,
-        clean_images_per_object_class=1,
-        clean_photos_per_extra=1,
-        clean_scenes=1,
-    )
+    world = SMALL
     code = (
         "import sys; from hf_privacy_backdoor.synthetic import *; "
         f"build_synthetic(sys.argv[1], WorldConfig(**{world.__dict__!r}), PretrainConfig(steps=3), progress=False)"
