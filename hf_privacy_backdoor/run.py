@@ -179,12 +179,11 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
         captions = _load_caption_source(args)
 
     # Photo split: every person's photos into trigger / evaluation halves (per-person seeded, so it does not
-    # depend on who is forgotten); the attack only ever sees evaluation photos.
+    # depend on who is forgotten). When photos train the model (image defense), or the people are picked by
+    # the attack, the attack only ever sees evaluation halves; a text-only run trains on no photo at all.
     split = None
-    if faces is not None:
-        min_needed = 2 if (config.trains_vision or names is None) else 0
-        people = list(faces.names()) if min_needed else []
-        split = make_photo_split(faces, people, config.trigger_fraction, config.seed) if people else None
+    if faces is not None and (config.trains_vision or names is None):
+        split = make_photo_split(faces, faces.names(), config.trigger_fraction, config.seed)
     eval_indices = split["eval"] if split else None
 
     attack_kw = dict(
