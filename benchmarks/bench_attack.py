@@ -12,12 +12,15 @@ Prints one table and writes the numbers (with the machine and versions) as JSON 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import print_table_and_save  # noqa: E402
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -116,13 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         "photos_per_s",
         "prompts_per_s",
     ]
-    widths = [max(len(k), len(str(row[k]))) for k in keys]
-    print("  ".join(k.rjust(w) for k, w in zip(keys, widths)))
-    print("  ".join(str(row[k]).rjust(w) for k, w in zip(keys, widths)))
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {output}")
+    print_table_and_save([row], keys, report, args.output)
     return report
 
 

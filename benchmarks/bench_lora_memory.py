@@ -31,6 +31,10 @@ import time
 from pathlib import Path
 
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import print_table_and_save  # noqa: E402
+
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -212,14 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     keys = ["mode", "trainable_params", "total_params", "teacher_copy_params", "mean_step_s", "peak_rss_mb"]
     keys += ["rss_growth_mb"] + (["cuda_peak_mb"] if any(r["cuda_peak_mb"] is not None for r in rows) else [])
-    widths = [max(len(k), *(len(str(r[k])) for r in rows)) for k in keys]
-    print("  ".join(k.rjust(w) for k, w in zip(keys, widths)))
-    for r in rows:
-        print("  ".join(str(r[k]).rjust(w) for k, w in zip(keys, widths)))
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {output}")
+    print_table_and_save(rows, keys, report, args.output)
     return report
 
 
