@@ -87,16 +87,3 @@ def _substitute_synthetic(config: dict) -> dict:
         return config
     root = synthetic_root()
     return {k: v.replace(SYNTHETIC_TOKEN, root) if isinstance(v, str) else v for k, v in config.items()}
-
-
-def distributed_state():
-    """The process group when launched with accelerate / torchrun (None for one process).
-
-    Without a GPU, accelerate only forms a (gloo) group when told to use the CPU, hence `cpu=True` there.
-    """
-    import torch
-    from accelerate import PartialState
-
-    has_gpu = torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
-    state = PartialState(cpu=not has_gpu)
-    return state if state.num_processes > 1 else None

@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .cli import distributed_state
 from .config import BackdoorUnlearningConfig
 from .data.captions import (
     TargetPhrases,
@@ -36,6 +35,7 @@ from .data.images import (
     save_photo_split,
     save_target_embedding,
 )
+from .distributed import check_replicas, distributed_state
 from .modeling import load_clip
 from .utils import seed_everything, write_json
 
@@ -308,27 +308,6 @@ def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> 
     if state is not None:
         state.wait_for_everyone()
     return result
-
-
-@torch.no_grad()
-def check_replicas(model, state) -> list[str]:
-    """Checksums of the trainable weights on every process; raises if the replicas diverged.
-
-    Under DDP every replica must end with the same weights: a forward that bypasses the wrapper (and so the
-    gradient all-reduce) runs without error but lets them drift apart.
-    """
-    import hashlib
-
-    params = [p.detach().float().cpu().numpy().tobytes() for p in model.parameters() if p.requires_grad]
-    digest = hashlib.sha256(b"".join(params)).hexdigest()[:16]
-    if state is None:
-        return [digest]
-    from accelerate.utils import gather_object
-
-    digests = gather_object([digest])
-    if len(set(digests)) != 1:
-        raise RuntimeError(f"replicas diverged after training: weight checksums per process {digests}")
-    return digests
 
 
 def _check_people_have_photos(faces: FaceSource, names: list[str], where: str) -> None:

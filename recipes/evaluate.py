@@ -141,8 +141,9 @@ def resolve_object_templates(args: EvaluateArguments) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from hf_privacy_backdoor.cli import distributed_state, setup_logging
+    from hf_privacy_backdoor.cli import setup_logging
     from hf_privacy_backdoor.data.faces import load_face_folder
+    from hf_privacy_backdoor.distributed import distributed_state
     from hf_privacy_backdoor.evaluation import AttackResult, compare_results, run_idia, write_reports
     from hf_privacy_backdoor.evaluation.utility import zero_shot_folder
     from hf_privacy_backdoor.modeling import load_clip

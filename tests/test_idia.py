@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_privacy_backdoor.evaluation._distributed import batch_ranges
+from hf_privacy_backdoor.distributed import batch_ranges
 from hf_privacy_backdoor.evaluation.idia import (
     AttackResult,
     AttackSettings,

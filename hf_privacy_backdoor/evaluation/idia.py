@@ -29,9 +29,9 @@ from transformers import CLIPProcessor, PreTrainedTokenizerBase
 
 from ..data.faces import FaceSource, load_face_folder, load_membership, open_image
 from ..data.names import generate_candidate_names, normalize_name, read_resource_lines
+from ..distributed import DistributedState, is_main_process, map_batches
 from ..modeling import encode_images, text_features
 from ..utils import write_json
-from ._distributed import DistributedState, is_main_process, map_batches
 
 
 logger = logging.getLogger(__name__)

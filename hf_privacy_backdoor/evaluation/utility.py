@@ -21,8 +21,8 @@ from transformers import CLIPProcessor, PreTrainedTokenizerBase
 
 from ..data.faces import IMAGE_EXTENSIONS, PhotoRef, open_image
 from ..data.names import read_resource_lines
+from ..distributed import DistributedState, map_batches
 from ..modeling import encode_images, encode_texts
-from ._distributed import DistributedState, map_batches
 from .idia import check_templates, embed_prompts, fill_template
 
 

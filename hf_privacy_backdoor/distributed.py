@@ -1,6 +1,9 @@
-"""Batch work shared between processes, gathered back in order.
+"""Distributed helpers (the bottom floor): the process group, batch work shared between processes, replica checks.
 
-The unit of work is a *global* batch `[start, end)`: its boundaries do not depend on the number of
+Every stage may import this module; it imports nothing of the package. accelerate is the engine: this only
+forms its state and splits / gathers work.
+
+The unit of batch work is a *global* batch `[start, end)`: its boundaries do not depend on the number of
 processes, so every batch is computed exactly as in a single-process run and the gathered result is
 identical to it (no duplicated or dropped items, no padding).
 """
@@ -25,6 +28,18 @@ def batch_ranges(num_items: int, batch_size: int) -> list[tuple[int, int]]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     return [(s, min(s + batch_size, num_items)) for s in range(0, num_items, batch_size)]
+
+
+def distributed_state():
+    """The process group when launched with accelerate / torchrun (None for one process).
+
+    Without a GPU, accelerate only forms a (gloo) group when told to use the CPU, hence `cpu=True` there.
+    """
+    from accelerate import PartialState
+
+    has_gpu = torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
+    state = PartialState(cpu=not has_gpu)
+    return state if state.num_processes > 1 else None
 
 
 def is_main_process(accelerator: DistributedState | None) -> bool:
@@ -61,3 +76,24 @@ def map_batches(
     if not pieces:
         raise ValueError("nothing to compute: zero items")
     return torch.cat([tensor for _, tensor in pieces])
+
+
+@torch.no_grad()
+def check_replicas(model, state) -> list[str]:
+    """Checksums of the trainable weights on every process; raises if the replicas diverged.
+
+    Under DDP every replica must end with the same weights: a forward that bypasses the wrapper (and so the
+    gradient all-reduce) runs without error but lets them drift apart.
+    """
+    import hashlib
+
+    params = [p.detach().float().cpu().numpy().tobytes() for p in model.parameters() if p.requires_grad]
+    digest = hashlib.sha256(b"".join(params)).hexdigest()[:16]
+    if state is None:
+        return [digest]
+    from accelerate.utils import gather_object
+
+    digests = gather_object([digest])
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"replicas diverged after training: weight checksums per process {digests}")
+    return digests
