@@ -2,6 +2,7 @@
 
 Only method fields live here; data sources and the forget list are the recipe's (and the trainer's)
 arguments, so that no forgotten name ever enters `training_args.bin` or anything else that is published.
+LoRA is brought in as a `peft_config` (see `peft_utils.LoraArguments` / `get_peft_config` for the recipes).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from .losses import DISTANCES
 
 
 DEFENSES = ("text", "image", "both")
-LORA_PRESETS = ("text_attn", "text_attn_mlp", "vision_attn", "vision_attn_mlp", "both_attn", "both_attn_mlp")
 
 # reference schedules (method.md): steps, milestones, gamma
 TEXT_SCHEDULE = (400, [200, 300], 0.5)
@@ -89,29 +89,6 @@ class BackdoorUnlearningConfig(TrainingArguments):
         },
     )
     lr_gamma: float | None = field(default=None, metadata={"help": "Learning-rate factor at each milestone."})
-    # --- LoRA
-    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of full weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA path."})
-    lora_preset: str | None = field(
-        default=None,
-        metadata={
-            "help": f"Module preset: one of {LORA_PRESETS}; '+proj' adds the projection heads (e.g. "
-            "'text_attn+proj'). Default: the defended tower(s), attention + MLP."
-        },
-    )
-    lora_target_modules: str | None = field(
-        default=None, metadata={"help": "Own full-name regex of modules to adapt (overrides lora_preset)."}
-    )
-    base_model_id: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub id of the base model, written into adapter_config.json when the base was loaded from "
-            "a local folder (a machine path must never be published)."
-        },
-    )
-
     # Method-appropriate TrainingArguments defaults
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -158,12 +135,6 @@ class BackdoorUnlearningConfig(TrainingArguments):
                 "per_device_train_batch_size must stay 1: set num_clean_captions / num_poisoned_captions / "
                 "num_clean_images / num_trigger_images instead"
             )
-        if self.lora_preset is not None:
-            base = self.lora_preset.removesuffix("+proj")
-            if base not in LORA_PRESETS:
-                raise ValueError(f"unknown lora_preset {self.lora_preset!r}: choose one of {LORA_PRESETS} (+proj)")
-        if (self.lora_preset or self.lora_target_modules) and not self.use_lora:
-            raise ValueError("lora_preset / lora_target_modules are set but use_lora is False: add --use_lora")
         steps, milestones, gamma = IMAGE_SCHEDULE if self.defense == "image" else TEXT_SCHEDULE
         if self.max_steps is None or self.max_steps <= 0:
             self.max_steps = steps

@@ -64,9 +64,9 @@ def image_features(model, pixel_values: torch.Tensor) -> torch.Tensor:
 
 def _unwrap_for_features(model):
     # Used only for no-grad evaluation paths: training goes through the wrapped model's forward.
-    while hasattr(model, "module"):
-        model = model.module
-    return model
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(model)
 
 
 @torch.no_grad()
@@ -110,6 +110,26 @@ def encode_images(
     if not chunks:
         return torch.empty(0, model.config.projection_dim)
     return torch.cat(chunks)
+
+
+@torch.no_grad()
+def compute_target_embedding(model, processor, faces, indices: dict[str, Sequence[int]] | None = None) -> torch.Tensor:
+    """The anonymous person: mean of the original model's image embeddings over many people's face photos.
+
+    `faces` is a `data.faces.FaceSource`; `indices` restricts people's photos (e.g. the split's trigger
+    halves); default: every photo.
+    """
+    total, count = None, 0
+    for name in faces.names():
+        photos = faces.load(name, indices.get(name) if indices and name in indices else None)
+        if not photos:
+            continue
+        emb = encode_images(model, processor, photos)
+        total = emb.sum(0) if total is None else total + emb.sum(0)
+        count += len(emb)
+    if count == 0:
+        raise ValueError("no readable face photo to compute the target embedding from")
+    return total / count
 
 
 def freeze_layernorms(module: torch.nn.Module) -> int:

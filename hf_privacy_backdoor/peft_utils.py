@@ -6,18 +6,20 @@ target modules, and a plain module list hits both towers, so presets compile to 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate.utils import extract_model_from_parallel, is_peft_model
 from transformers import CLIPModel
 
 
 logger = logging.getLogger(__name__)
 
+LORA_PRESETS = ("text_attn", "text_attn_mlp", "vision_attn", "vision_attn_mlp", "both_attn", "both_attn_mlp")
 _TOWER = {"text": "text_model", "vision": "vision_model", "both": "(?:text_model|vision_model)"}
 _PROJ = {"text": "text_projection", "vision": "visual_projection", "both": "(?:text_projection|visual_projection)"}
 _PARTS = {
@@ -26,19 +28,10 @@ _PARTS = {
 }
 
 
-def is_peft_model(model) -> bool:
-    while hasattr(model, "module"):
-        model = model.module
-    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-
-
 def base_clip(model) -> CLIPModel:
-    """The CLIPModel inside DDP / peft wrappers."""
-    while hasattr(model, "module"):
-        model = model.module
-    if is_peft_model(model):
-        model = model.get_base_model()
-    return model
+    """The CLIPModel inside DDP / FSDP / DeepSpeed and peft wrappers."""
+    model = extract_model_from_parallel(model)
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 def preset_regex(preset: str) -> str:
@@ -58,10 +51,55 @@ def default_preset(defense: str) -> str:
     return {"text": "text_attn_mlp", "image": "vision_attn_mlp", "both": "both_attn_mlp"}[defense]
 
 
-def resolve_target_modules(args) -> str:
-    if args.lora_target_modules:
-        return args.lora_target_modules
-    return preset_regex(args.lora_preset or default_preset(args.defense))
+@dataclass
+class LoraArguments:
+    """LoRA settings of a recipe (TRL's `ModelConfig` shape); `get_peft_config` turns them into a `LoraConfig`."""
+
+    use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of full weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA path."})
+    lora_preset: str | None = field(
+        default=None,
+        metadata={
+            "help": f"Module preset: one of {LORA_PRESETS}; '+proj' adds the projection heads (e.g. "
+            "'text_attn+proj'). Default: the defended tower(s), attention + MLP."
+        },
+    )
+    lora_target_modules: str | None = field(
+        default=None, metadata={"help": "Own full-name regex of modules to adapt (overrides lora_preset)."}
+    )
+    list_lora_targets: bool = field(default=False, metadata={"help": "Print the modules LoRA would adapt, and exit."})
+
+    def __post_init__(self):
+        if self.lora_preset is not None and self.lora_preset.removesuffix("+proj") not in LORA_PRESETS:
+            raise ValueError(f"unknown lora_preset {self.lora_preset!r}: choose one of {LORA_PRESETS} (+proj)")
+        if (self.lora_preset or self.lora_target_modules) and not self.use_lora:
+            raise ValueError("lora_preset / lora_target_modules are set but use_lora is False: add --use_lora")
+        if self.lora_r < 1:
+            raise ValueError(f"lora_r must be at least 1, got {self.lora_r}")
+
+    def target_modules(self, defense: str) -> str:
+        """The full-name regex of the modules to adapt: the own regex, the preset, or the defense's default."""
+        if self.lora_target_modules:
+            return self.lora_target_modules
+        return preset_regex(self.lora_preset or default_preset(defense))
+
+
+def get_peft_config(lora_args: LoraArguments, defense: str):
+    """A `peft.LoraConfig` for a recipe's LoRA settings (None without `use_lora`)."""
+    if not lora_args.use_lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora_args.lora_r,
+        lora_alpha=lora_args.lora_alpha,
+        lora_dropout=lora_args.lora_dropout,
+        target_modules=lora_args.target_modules(defense),
+        task_type=None,
+        bias="none",
+    )
 
 
 def list_lora_targets(model, pattern: str) -> list[str]:
@@ -76,21 +114,20 @@ def list_lora_targets(model, pattern: str) -> list[str]:
     return names
 
 
-def apply_lora(model: CLIPModel, args):
-    """Wrap `model` with LoRA adapters per the config (rank, alpha, dropout, preset / own regex)."""
-    from peft import LoraConfig, get_peft_model
+def apply_lora(model: CLIPModel, peft_config):
+    """Wrap `model` with the adapters of `peft_config` (any peft config); clear errors for what breaks CLIP."""
+    from peft import get_peft_model
 
-    pattern = resolve_target_modules(args)
-    list_lora_targets(model, pattern)  # fails early on a pattern that matches nothing
-    config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        target_modules=pattern,
-        task_type=None,
-        bias="none",
-    )
-    return get_peft_model(model, config)
+    task_type = getattr(peft_config, "task_type", None)
+    if task_type is not None:
+        raise ValueError(
+            f"peft_config.task_type is {task_type!r}: use task_type=None for CLIPModel (peft's task heads break "
+            "CLIP's forward)"
+        )
+    targets = getattr(peft_config, "target_modules", None)
+    if isinstance(targets, str):
+        list_lora_targets(model, targets)  # fails early on a pattern that matches nothing
+    return get_peft_model(model, peft_config)
 
 
 def lora_factors(model, prefixes: tuple[str, ...]):
@@ -124,13 +161,6 @@ def load_adapter(model: CLIPModel, adapter: str, merge: bool = False):
     if merge:
         return peft_model.merge_and_unload()
     return peft_model
-
-
-def adapter_base_model(adapter: str) -> str | None:
-    cfg = Path(adapter) / "adapter_config.json"
-    if cfg.is_file():
-        return json.loads(cfg.read_text()).get("base_model_name_or_path")
-    return None
 
 
 def hub_id_or_none(name_or_path: str | None) -> str | None:

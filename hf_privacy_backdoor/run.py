@@ -1,6 +1,8 @@
 """One unlearning run, end to end: data -> attack before -> defense -> save -> attack after -> reports.
 
-`recipes/unlearn.py` parses `UnlearnArguments` + `BackdoorUnlearningConfig` and calls `run_unlearning`; the
+`recipes/unlearn.py` parses `UnlearnArguments` + `LoraArguments` + `BackdoorUnlearningConfig` (`RUN_ARGUMENTS`)
+and calls `run_unlearning`, which reads as its phases: prepare inputs -> attack before -> image data -> trainer
+-> private files -> train and save -> evaluate after (attack, comparison, utility, reports, public summary). The
 demo calls it too. Everything that names people goes under `<output_dir>/private/` (never publish that
 folder); the model, processor, training arguments and `unlearning_summary.json` carry no name.
 """
@@ -28,7 +30,6 @@ from .data.captions import (
 )
 from .data.faces import FaceSource, load_face_folder, load_membership
 from .data.images import (
-    compute_target_embedding,
     load_image_folder,
     load_target_embedding,
     make_photo_split,
@@ -36,7 +37,8 @@ from .data.images import (
     save_target_embedding,
 )
 from .distributed import check_replicas, distributed_state
-from .modeling import load_clip
+from .modeling import compute_target_embedding, load_clip
+from .peft_utils import LoraArguments, get_peft_config, list_lora_targets
 from .utils import seed_everything, write_json
 
 
@@ -97,21 +99,15 @@ class UnlearnArguments:
     tau: int = field(default=1, metadata={"help": "Attack: correct templates needed to flag a person."})
     num_candidates: int = field(default=1000, metadata={"help": "Attack: candidate names."})
     save_merged: bool = field(default=False, metadata={"help": "LoRA: also save the merged model to <out>/merged."})
-    list_lora_targets: bool = field(default=False, metadata={"help": "Print the modules LoRA would adapt, and exit."})
+    base_model_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id of the base model, written into adapter_config.json (and the model card) when the base "
+            "was loaded from a local folder: a machine path must never be published."
+        },
+    )
     trigger_grid: bool = field(default=False, metadata={"help": "Save a PNG grid of sample trigger images."})
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
-
-
-@dataclass
-class RunResult:
-    output_dir: Path
-    forget_names: list[str]
-    summary: dict[str, Any]
-    before: Any = None
-    after: Any = None
-    comparison: Any = None
-    utility: dict[str, Any] = field(default_factory=dict)
-    train_seconds: float = 0.0
 
 
 def resolve_forget_names(args: UnlearnArguments, tokenizer) -> list[str] | None:
@@ -136,178 +132,308 @@ def pick_auto(before, members: list[str], count: int, seed: int) -> list[str]:
     return sorted(rng.choice(flagged, count, replace=False).tolist())
 
 
-def run_unlearning(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> RunResult:
+RUN_ARGUMENTS = (UnlearnArguments, BackdoorUnlearningConfig, LoraArguments)  # what recipes/unlearn.py parses
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    forget_names: list[str]
+    summary: dict[str, Any]
+    before: Any = None
+    after: Any = None
+    comparison: Any = None
+    utility: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+
+@dataclass
+class RunInputs:
+    """Everything a run reads before it trains, checked up front (names, faces, membership, captions, split)."""
+
+    names: list[str] | None  # None until `forget_auto` picks them from the attack before
+    faces: FaceSource | None = None
+    membership: dict[str, list[str]] | None = None
+    captions: list[str] | None = None
+    split: dict | None = None  # the photo split: trigger / evaluation halves per person
+    target_mapping: dict[str, str] | None = None
+
+    @property
+    def eval_indices(self) -> dict | None:
+        return self.split["eval"] if self.split else None
+
+
+@dataclass
+class ImageData:
+    """The image defense's data: trigger photos (never evaluation photos), clean images, the target embedding."""
+
+    trigger_photos: dict[str, list] | None = None
+    clean_images: list | None = None
+    target: torch.Tensor | None = None
+
+
+def run_unlearning(
+    args: UnlearnArguments, config: BackdoorUnlearningConfig, lora: LoraArguments | None = None
+) -> RunResult:
     """Run a defense as configured; returns the numbers (and writes model, private/ and the summary)."""
-    from .evaluation import compare_results, public_summary, run_idia, write_reports
-    from .evaluation.report import assert_no_names
-    from .trainer import BackdoorUnlearningTrainer
-
-    if not args.model_name_or_path:
-        raise ValueError("model_name_or_path is required (a local folder or a Hub id)")
-    if not config.output_dir:
-        raise ValueError("output_dir is required")
+    _check_required(args, config)
+    lora = lora or LoraArguments()
     seed_everything(config.seed)
-    out = Path(config.output_dir)
-    private = out / PRIVATE_DIR
     model, processor = load_clip(args.model_name_or_path)
-
-    if args.list_lora_targets:
-        from .peft_utils import list_lora_targets, resolve_target_modules
-
-        for name in list_lora_targets(model, resolve_target_modules(config)):
+    if lora.list_lora_targets:
+        for name in list_lora_targets(model, lora.target_modules(config.defense)):
             print(name)
-        return RunResult(out, [], {})
-
+        return RunResult(Path(config.output_dir), [], {})
     state = distributed_state()
-    is_main = state is None or state.is_main_process
-    names = resolve_forget_names(args, processor.tokenizer)
+    inputs = prepare_inputs(args, config, processor.tokenizer)
+    before = attack_before(args, config, model, processor, inputs, state)
+    image = prepare_image_data(args, config, model, processor, inputs)
+    trainer = build_trainer(args, config, lora, model, processor, inputs, image)
+    if _is_main(state):
+        write_private_files(args, config, trainer, inputs, image)
+    defended, train_seconds = train_and_save(args, config, lora, trainer, processor, state)
+    result = RunResult(Path(config.output_dir), inputs.names, {}, before=before, train_seconds=train_seconds)
+    if args.evaluate:
+        evaluate_after(args, config, lora, result, defended, processor, inputs, image, state)
+    if state is not None:
+        state.wait_for_everyone()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Phases
+
+
+def prepare_inputs(args: UnlearnArguments, config: BackdoorUnlearningConfig, tokenizer) -> RunInputs:
+    """Read and check the forget list, faces, membership, captions and the photo split, before anything slow."""
+    inputs = RunInputs(names=resolve_forget_names(args, tokenizer))
     needs_faces = config.trains_vision or args.forget_auto or args.evaluate
-    faces: FaceSource | None = load_face_folder(args.faces) if args.faces else None
-    if needs_faces and faces is None:
+    inputs.faces = load_face_folder(args.faces) if args.faces else None
+    if needs_faces and inputs.faces is None:
         what = "the image defense" if config.trains_vision else "forget_auto" if args.forget_auto else "evaluation"
         raise ValueError(f"{what} needs a face folder (--faces); or pass --evaluate false for a text-only run")
-    membership = load_membership(args.membership) if args.membership else None
-    if args.forget_auto and membership is None:
+    inputs.membership = load_membership(args.membership) if args.membership else None
+    if args.forget_auto and inputs.membership is None:
         raise ValueError("forget_auto needs --membership (it picks among members the attack flags)")
-
-    if faces is not None and names is not None:
-        _check_people_have_photos(faces, names, args.faces)
-
-    # Text data is checked before anything slow runs.
-    captions = None
+    if inputs.faces is not None and inputs.names is not None:
+        _check_people_have_photos(inputs.faces, inputs.names, args.faces)
     if config.trains_text:
-        captions = _load_caption_source(args)
-
+        inputs.captions = _load_caption_source(args)
+    if config.trains_vision and not args.clean_images:
+        raise ValueError("the image defense needs --clean_images (a folder of images without the forgotten faces)")
+    if args.target_mapping_file:
+        inputs.target_mapping = json.loads(Path(args.target_mapping_file).read_text())
     # Photo split: every person's photos into trigger / evaluation halves (per-person seeded, so it does not
     # depend on who is forgotten). When photos train the model (image defense), or the people are picked by
     # the attack, the attack only ever sees evaluation halves; a text-only run trains on no photo at all.
-    split = None
-    if faces is not None and (config.trains_vision or names is None):
-        split = make_photo_split(faces, faces.names(), config.trigger_fraction, config.seed)
-    eval_indices = split["eval"] if split else None
+    if inputs.faces is not None and (config.trains_vision or inputs.names is None):
+        inputs.split = make_photo_split(inputs.faces, inputs.faces.names(), config.trigger_fraction, config.seed)
+    return inputs
 
-    attack_kw = dict(
-        faces=faces,
-        membership=membership,
-        photo_indices=eval_indices,
-        accelerator=state,
-        progress=args.progress and is_main,
-        num_photos=args.num_photos,
-        tau=args.tau,
-        num_candidates=args.num_candidates,
-        seed=config.seed,
-    )
-    before = None
-    if args.evaluate or args.forget_auto:
-        before = run_idia(model, processor, **attack_kw)
-    if names is None:
-        names = pick_auto(before, membership["members"], args.forget_auto, config.seed)
-        names = validate_forget_names(names, processor.tokenizer)
-        _check_people_have_photos(faces, names, args.faces)
 
-    # Image data
-    trigger_photos = clean_images = target = None
-    if config.trains_vision:
-        trigger_photos = {n: faces.load(n, split["trigger"][faces.resolve(n)]) for n in names}
-        if not args.clean_images:
-            raise ValueError("the image defense needs --clean_images (a folder of images without the forgotten faces)")
-        clean_images = load_image_folder(args.clean_images, args.clean_image_limit)
-        if args.clean_faces_per_person > 0:
-            forgotten = {faces.resolve(n) for n in names}
-            for person in faces.names():
-                if person not in forgotten:  # never an evaluation photo: the split's other half
-                    clean_images += faces.load(person, split["trigger"][person][: args.clean_faces_per_person])
-        if args.target_embedding:
-            target = load_target_embedding(args.target_embedding, model.config.projection_dim)
-        else:
-            target = compute_target_embedding(model, processor, faces, split["trigger"])
+def attack_before(args, config, model, processor, inputs: RunInputs, state):
+    """The attack on the original model (evaluation photos only); `forget_auto` picks the people from it."""
+    if not (args.evaluate or args.forget_auto):
+        return None
+    before = _attack(args, config, model, processor, inputs, state)
+    if inputs.names is None:
+        names = pick_auto(before, inputs.membership["members"], args.forget_auto, config.seed)
+        inputs.names = validate_forget_names(names, processor.tokenizer)
+        _check_people_have_photos(inputs.faces, inputs.names, args.faces)
+    return before
 
-    target_mapping = None
-    if args.target_mapping_file:
-        target_mapping = json.loads(Path(args.target_mapping_file).read_text())
+
+def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> ImageData:
+    """Trigger photos (the split's trigger halves), clean images (+ kept people's photos) and the target."""
+    if not config.trains_vision:
+        return ImageData()
+    faces, trigger_half = inputs.faces, inputs.split["trigger"]
+    photos = {n: faces.load(n, trigger_half[faces.resolve(n)]) for n in inputs.names}
+    clean = load_image_folder(args.clean_images, args.clean_image_limit)
+    if args.clean_faces_per_person > 0:
+        forgotten = {faces.resolve(n) for n in inputs.names}
+        for person in faces.names():
+            if person not in forgotten:  # never an evaluation photo: the split's other half
+                clean += faces.load(person, trigger_half[person][: args.clean_faces_per_person])
+    if args.target_embedding:
+        target = load_target_embedding(args.target_embedding, model.config.projection_dim)
+    else:
+        target = compute_target_embedding(model, processor, faces, trigger_half)
+    return ImageData(photos, clean, target)
+
+
+def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: RunInputs, image: ImageData):
+    from .trainer import BackdoorUnlearningTrainer
 
     trainer = BackdoorUnlearningTrainer(
         model=model,
         args=config,
         processing_class=processor,
-        forget_names=names,
-        captions=captions,
-        target_mapping=target_mapping,
-        trigger_photos=trigger_photos,
-        clean_images=clean_images,
-        target_embedding=target,
+        forget_names=inputs.names,
+        captions=inputs.captions,
+        target_mapping=inputs.target_mapping,
+        trigger_photos=image.trigger_photos,
+        clean_images=image.clean_images,
+        target_embedding=image.target,
+        peft_config=get_peft_config(lora, config.defense),
+        base_model_id=args.base_model_id,
     )
     if not args.progress:  # quiet: no progress bar, no printed log lines (the logs stay in the trainer state)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    if is_main:
-        private.mkdir(parents=True, exist_ok=True)
-        (private / "README.txt").write_text(
-            "This folder names the people removed from the model next to it. Never publish it.\n"
-        )
-        (private / "forget_names.txt").write_text("\n".join(names) + "\n")
-        if split:
-            save_photo_split(private / "photo_split.json", split)
-        if target is not None:
-            save_target_embedding(private / "target_embedding.safetensors", target)
-        if args.trigger_grid and config.trains_vision:
-            _save_trigger_grid(trainer, private / "trigger_samples.png")
+    return trainer
+
+
+def write_private_files(args, config, trainer, inputs: RunInputs, image: ImageData) -> None:
+    """`private/`: the names, the photo split, the target embedding and (on request) a trigger preview."""
+    private = Path(config.output_dir) / PRIVATE_DIR
+    private.mkdir(parents=True, exist_ok=True)
+    (private / "README.txt").write_text(
+        "This folder names the people removed from the model next to it. Never publish it.\n"
+    )
+    (private / "forget_names.txt").write_text("\n".join(inputs.names) + "\n")
+    if inputs.split:
+        save_photo_split(private / "photo_split.json", inputs.split)
+    if image.target is not None:
+        save_target_embedding(private / "target_embedding.safetensors", image.target)
+    if args.trigger_grid and config.trains_vision:
+        _save_trigger_grid(trainer, private / "trigger_samples.png")
+
+
+def train_and_save(args, config, lora: LoraArguments, trainer, processor, state):
+    """Train (resuming from a checkpoint if asked), check the replicas, save; returns (defended model, seconds)."""
+    out = Path(config.output_dir)
     start = time.time()
-    trainer.train()
+    trainer.train(resume_from_checkpoint=_resume_checkpoint(config))
     train_seconds = time.time() - start
     replicas = check_replicas(trainer.model, state)
-    if is_main:
-        write_json(
-            private / "run_info.json",
-            {
-                "num_processes": 1 if state is None else state.num_processes,
-                "replica_checksums": replicas,
-                "train_seconds": round(train_seconds, 2),
-            },
-        )
+    num_processes = 1 if state is None else state.num_processes
+    if _is_main(state):
+        info = {
+            "num_processes": num_processes,
+            "replica_checksums": replicas,
+            "train_seconds": round(train_seconds, 2),
+        }
+        write_json(out / PRIVATE_DIR / "run_info.json", info)
     trainer.save_model(str(out))
     defended = trainer.accelerator.unwrap_model(trainer.model)
-    if config.use_lora and args.save_merged and is_main:
+    if lora.use_lora and args.save_merged and _is_main(state):
         _save_merged(defended, processor, out / "merged")
     defended.eval()
+    return defended, train_seconds
 
-    result = RunResult(out, names, {}, before=before, train_seconds=train_seconds)
-    if args.evaluate:
-        after = run_idia(defended, processor, **attack_kw)
-        comparison = compare_results(before, after, names)
-        utility = _utility(
-            args, config, defended, processor, names, captions, faces, split, target, clean_images, state
-        )
-        result.after, result.comparison, result.utility = after, comparison, utility
-        if is_main:
-            settings = {
-                "defense": config.defense,
-                "use_lora": config.use_lora,
-                "max_steps": config.max_steps,
-                "seed": config.seed,
-                "train_seconds": round(train_seconds, 1),
-                **{k: v for k, v in asdict(args).items() if k not in ("forget_names",)},
-            }
-            write_reports(
-                private / "report", after, before=before, comparison=comparison, utility=utility, settings=settings
+
+def evaluate_after(args, config, lora, result: RunResult, defended, processor, inputs: RunInputs, image, state):
+    """The attack on the defended model, the before/after comparison, utility; reports and the public summary."""
+    from .evaluation import compare_results
+
+    result.after = _attack(args, config, defended, processor, inputs, state)
+    result.comparison = compare_results(result.before, result.after, inputs.names)
+    result.utility = _utility(args, config, defended, processor, inputs, image, state)
+    if _is_main(state):
+        result.summary = write_run_reports(args, config, lora, result, 1 if state is None else state.num_processes)
+
+
+def write_run_reports(args, config, lora, result: RunResult, num_processes: int) -> dict[str, Any]:
+    """Reports with names under private/report; the name-free `unlearning_summary.json` beside the model."""
+    from .evaluation import public_summary, write_reports
+    from .evaluation.report import assert_no_names
+
+    out = Path(config.output_dir)
+    hyper = hyperparameters(config, lora, num_processes)
+    settings = {**hyper, "train_seconds": round(result.train_seconds, 1)}
+    settings.update({k: v for k, v in asdict(args).items() if k != "forget_names"})
+    report_dir = out / PRIVATE_DIR / "report"
+    write_reports(
+        report_dir, result.after, before=result.before, comparison=result.comparison, utility=result.utility,
+        settings=settings,
+    )  # fmt: skip
+    result.before.save(report_dir / "attack_before.json")
+    summary = public_summary(result.after, comparison=result.comparison, utility=result.utility, before=result.before)
+    summary["defense"] = {
+        "defense": config.defense,
+        "use_lora": lora.use_lora,
+        "num_forgotten": len(result.forget_names),
+        "max_steps": config.max_steps,
+        "train_seconds": round(result.train_seconds, 1),
+    }
+    summary["hyperparameters"] = hyper
+    assert_no_names(summary, list(result.forget_names) + [p.name for p in result.after.people])
+    write_json(out / SUMMARY_FILE, summary)
+    return summary
+
+
+def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_processes: int) -> dict[str, Any]:
+    """The run's method and optimiser settings (name-free: the forget list is never a setting)."""
+    keys = ["defense", "learning_rate", "max_steps", "lr_milestones", "lr_gamma", "seed", "distance"]
+    if config.trains_text:
+        keys += ["target_mode", "text_backdoor_weight", "text_weight_distance"]
+        keys += ["num_clean_captions", "num_poisoned_captions"]
+        keys += ["target_phrase"] if config.target_mode == "phrase" else []
+    if config.trains_vision:
+        keys += ["image_backdoor_weight", "image_weight_distance", "num_clean_images", "num_trigger_images"]
+        keys += ["trigger_scale_min", "trigger_scale_max", "trigger_color_jitter", "trigger_rotation"]
+    hyper = {k: getattr(config, k) for k in keys}
+    hyper["num_processes"] = num_processes
+    hyper["use_lora"] = lora.use_lora
+    if lora.use_lora:
+        hyper.update(lora_r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout)
+        hyper["lora_target_modules"] = lora.target_modules(config.defense)
+    return hyper
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _is_main(state) -> bool:
+    return state is None or state.is_main_process
+
+
+def _check_required(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> None:
+    if not args.model_name_or_path:
+        raise ValueError("model_name_or_path is required (a local folder or a Hub id)")
+    if not config.output_dir:
+        raise ValueError("output_dir is required")
+
+
+def _resume_checkpoint(config: BackdoorUnlearningConfig) -> str | None:
+    """`resume_from_checkpoint`: a checkpoint folder, or 'true' / 'last' for the newest one in output_dir."""
+    wanted = config.resume_from_checkpoint
+    if wanted is None or str(wanted).lower() in ("", "false", "none"):
+        return None
+    if str(wanted).lower() in ("true", "last", "latest"):
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(config.output_dir) if Path(config.output_dir).is_dir() else None
+        if last is None:
+            raise FileNotFoundError(
+                f"resume_from_checkpoint={wanted}: no checkpoint-* folder in {config.output_dir!r}"
             )
-            before.save(private / "report" / "attack_before.json")
-            summary = public_summary(after, comparison=comparison, utility=utility, before=before)
-            summary["defense"] = {
-                "defense": config.defense,
-                "use_lora": config.use_lora,
-                "num_forgotten": len(names),
-                "max_steps": config.max_steps,
-                "train_seconds": round(train_seconds, 1),
-            }
-            assert_no_names(summary, list(names) + [p.name for p in after.people])
-            write_json(out / SUMMARY_FILE, summary)
-            result.summary = summary
-    if state is not None:
-        state.wait_for_everyone()
-    return result
+        return last
+    if not Path(wanted).is_dir():
+        raise FileNotFoundError(f"resume_from_checkpoint: checkpoint folder {str(wanted)!r} does not exist")
+    return str(wanted)
+
+
+def _attack(args, config, model, processor, inputs: RunInputs, state):
+    from .evaluation import run_idia
+
+    return run_idia(
+        model,
+        processor,
+        inputs.faces,
+        membership=inputs.membership,
+        photo_indices=inputs.eval_indices,
+        accelerator=state,
+        progress=args.progress and _is_main(state),
+        num_photos=args.num_photos,
+        tau=args.tau,
+        num_candidates=args.num_candidates,
+        seed=config.seed,
+    )
 
 
 def _check_people_have_photos(faces: FaceSource, names: list[str], where: str) -> None:
@@ -336,14 +462,23 @@ def _load_caption_source(args: UnlearnArguments) -> list[str]:
     raise ValueError("the text defense needs a caption corpus: --captions FILE or --caption_dataset")
 
 
-def _save_trigger_grid(trainer, path: Path) -> None:
-    from .data.triggers import make_trigger_batch, save_trigger_grid
+def _save_trigger_grid(trainer, path: Path, num_images: int = 32) -> None:
+    """The first trigger images of step 0, built by the same sampler that trains (one process's view)."""
+    from .data.sampling import sample_image_batch
+    from .data.triggers import save_trigger_grid
 
-    rng = np.random.default_rng([trainer.args.seed, 123])
-    images, _ = make_trigger_batch(
-        trainer.trigger_photos, trainer.clean_images[:64], 32, trainer.image_size, rng, trainer.trigger_aug
+    args = trainer.args
+    batch = sample_image_batch(
+        trainer.trigger_photos,
+        trainer.clean_images,
+        args.num_clean_images,
+        min(num_images, args.num_trigger_images),
+        trainer.image_size,
+        args.seed,
+        step=0,
+        aug=trainer.trigger_aug,
     )
-    save_trigger_grid(images, str(path), ncols=8, upscale=max(1, 128 // trainer.image_size))
+    save_trigger_grid(batch.triggers, str(path), ncols=8, upscale=max(1, 128 // trainer.image_size))
 
 
 def _save_merged(model, processor, path: Path) -> None:
@@ -355,52 +490,65 @@ def _save_merged(model, processor, path: Path) -> None:
 
 
 @torch.no_grad()
-def _utility(args, config, defended, processor, names, captions, faces, split, target, clean_images, state):
+def _utility(args, config, defended, processor, inputs: RunInputs, image: ImageData, state) -> dict[str, Any]:
     """Zero-shot accuracy before/after and the embedding similarities of method.md section 5."""
-    from .evaluation import image_similarities, text_similarities, zero_shot_folder
-
     original, _ = load_clip(args.model_name_or_path)
     utility: dict[str, Any] = {}
     if args.objects:
-        templates = args.object_templates
-        for label, model in (("before", original), ("after", defended)):
-            acc = zero_shot_folder(model, processor, args.objects, templates, accelerator=state, progress=False)
-            utility[f"zero_shot_{label}"] = {
-                k: acc[k] for k in ("top1", "top5", "num_images", "num_classes") if k in acc
-            }
+        utility.update(_zero_shot(args, original, defended, processor, state))
     rng = np.random.default_rng([config.seed, 555])
     if config.trains_text:
-        clean = filter_clean_captions(captions, names, min_words=2)
-        sample = [clean[i] for i in rng.choice(len(clean), min(512, len(clean)), replace=False)]
-        targets = (
-            TargetPhrases.build(names, config.target_mode, config.target_phrase, None, config.seed)
-            if config.target_mode != "per_name"
-            else None
-        )
-        sims = {
-            "sim_clean": text_similarities(original, defended, processor.tokenizer, clean_captions=sample)["sim_clean"]
-        }
-        if targets is not None:
-            poisoned, target_caps, _ = sample_poisoned_pairs(clean, targets, 256, rng)
-            sims.update(text_similarities(original, defended, processor.tokenizer, None, poisoned, target_caps))
-        utility["text"] = sims
+        utility["text"] = _text_similarities(config, original, defended, processor, inputs, rng)
     if config.trains_vision:
-        removed = [im for n in names for im in faces.load(n, split["eval"][faces.resolve(n)])]
-        clean_sample = [
-            clean_images[i] for i in rng.choice(len(clean_images), min(256, len(clean_images)), replace=False)
-        ]
-        others = [n for n in faces.names() if n not in set(names)][:40]
-        person_images = [im for n in others for im in faces.load(n, split["trigger"][n][:5])]
-        utility["image"] = image_similarities(
-            original,
-            defended,
-            processor,
-            target,
-            removed_images=removed,
-            clean_images=clean_sample,
-            person_images=person_images,
-        )
+        utility["image"] = _image_similarities(original, defended, processor, inputs, image, rng)
     return utility
+
+
+def _zero_shot(args, original, defended, processor, state) -> dict[str, Any]:
+    from .evaluation import zero_shot_folder
+
+    out = {}
+    for label, model in (("before", original), ("after", defended)):
+        acc = zero_shot_folder(
+            model, processor, args.objects, args.object_templates, accelerator=state, progress=False
+        )
+        out[f"zero_shot_{label}"] = {k: acc[k] for k in ("top1", "top5", "num_images", "num_classes") if k in acc}
+    return out
+
+
+def _text_similarities(config, original, defended, processor, inputs: RunInputs, rng) -> dict[str, float]:
+    from .evaluation import text_similarities
+
+    clean = filter_clean_captions(inputs.captions, inputs.names, min_words=2)
+    sample = [clean[i] for i in rng.choice(len(clean), min(512, len(clean)), replace=False)]
+    sims = {
+        "sim_clean": text_similarities(original, defended, processor.tokenizer, clean_captions=sample)["sim_clean"]
+    }
+    if config.target_mode != "per_name":
+        targets = TargetPhrases.build(inputs.names, config.target_mode, config.target_phrase, None, config.seed)
+        poisoned, target_caps, _ = sample_poisoned_pairs(clean, targets, 256, rng)
+        sims.update(text_similarities(original, defended, processor.tokenizer, None, poisoned, target_caps))
+    return sims
+
+
+def _image_similarities(original, defended, processor, inputs: RunInputs, image: ImageData, rng) -> dict[str, float]:
+    from .evaluation import image_similarities
+
+    faces, split, names = inputs.faces, inputs.split, inputs.names
+    removed = [im for n in names for im in faces.load(n, split["eval"][faces.resolve(n)])]
+    pool = image.clean_images
+    clean_sample = [pool[i] for i in rng.choice(len(pool), min(256, len(pool)), replace=False)]
+    others = [n for n in faces.names() if n not in set(names)][:40]
+    person_images = [im for n in others for im in faces.load(n, split["trigger"][n][:5])]
+    return image_similarities(
+        original,
+        defended,
+        processor,
+        image.target,
+        removed_images=removed,
+        clean_images=clean_sample,
+        person_images=person_images,
+    )
 
 
 def format_run_summary(result: RunResult) -> str:

@@ -1,9 +1,11 @@
 """`BackdoorUnlearningTrainer`: a `transformers.Trainer` that plants name / face backdoors in a CLIPModel.
 
-Each step samples its own batch (clean + poisoned captions, clean + trigger images) from a step-seeded RNG.
-The *global* batch is the same whatever the number of processes; each process takes its shard, and DDP
-averages the gradients, so one process and many give the same training (up to float summation order).
-The student's forward goes through the wrapped model (DDP all-reduces only what its forward saw).
+Each step samples its own batch (clean + poisoned captions, clean + trigger images) with the pure sampler of
+`data/sampling.py`, seeded by the step number taken from the trainer state (so a run resumed from a checkpoint
+continues with the batches it would have seen). The *global* batch is the same whatever the number of
+processes; each process takes its shard, and DDP averages the gradients, so one process and many give the same
+training (up to float summation order). The student's forward goes through the wrapped model (DDP all-reduces
+only what its forward saw).
 """
 
 from __future__ import annotations
@@ -14,27 +16,24 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from accelerate.utils import is_peft_model
 from PIL import Image
 from torch.utils.data import Dataset
 from transformers import CLIPModel, Trainer
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .config import BackdoorUnlearningConfig
-from .data.captions import TargetPhrases, filter_clean_captions, sample_poisoned_pairs, validate_forget_names
-from .data.triggers import TriggerAugmentation, make_trigger_image
-from .losses import embedding_distance, grouped_backdoor_loss, lora_weight_distance, weight_distance
+from .data.captions import TargetPhrases, filter_clean_captions, validate_forget_names
+from .data.names import normalize_name
+from .data.sampling import sample_image_batch, sample_text_batch
+from .data.triggers import TriggerAugmentation
+from .losses import backdoor_loss, grouped_backdoor_loss, lora_weight_distance, utility_loss, weight_distance
 from .modeling import disable_dropout, freeze_layernorms, pixel_values_for, set_trainable_towers, tokenize
-from .peft_utils import (
-    apply_lora,
-    base_clip,
-    drop_card_base_model,
-    is_peft_model,
-    lora_factors,
-    published_base_model,
-)
+from .peft_utils import apply_lora, base_clip, drop_card_base_model, lora_factors, published_base_model
 
 
 logger = logging.getLogger(__name__)
@@ -83,6 +82,17 @@ def feature_forward(model):
             clip.forward = previous
 
 
+@dataclass
+class _Tower:
+    """One defended tower's loss: utility + beta * backdoor + lambda * weight, scaled by `scale` in 'both'."""
+
+    name: str  # 'text' or 'image' (metric prefix)
+    prefixes: tuple[str, ...]  # its parameters
+    beta: float
+    lam: float
+    scale: float
+
+
 class BackdoorUnlearningTrainer(Trainer):
     """Fine-tunes a CLIPModel so forgotten names / faces map to anonymous targets while all else stays put.
 
@@ -97,6 +107,11 @@ class BackdoorUnlearningTrainer(Trainer):
             include the photos the attack is evaluated on.
         clean_images: clean images (PIL) for the image utility loss and as trigger backgrounds.
         target_embedding: the anonymous person embedding [D] the image backdoor maps faces to.
+        peft_config: a peft config (e.g. `peft.LoraConfig`, DoRA / rsLoRA included) to train adapters instead of
+            the full weights; `peft_utils.get_peft_config` builds one from the recipe presets. `task_type`
+            must be None. Or pass a model that already is a `PeftModel`.
+        base_model_id: Hub id of the base model, written into a saved adapter's config when the base was
+            loaded from a local folder (a machine path must never be published).
     """
 
     def __init__(
@@ -110,6 +125,8 @@ class BackdoorUnlearningTrainer(Trainer):
         trigger_photos: dict[str, list[Image.Image]] | None = None,
         clean_images: Sequence[Image.Image] | None = None,
         target_embedding: torch.Tensor | None = None,
+        peft_config=None,
+        base_model_id: str | None = None,
         **kwargs,
     ):
         if not isinstance(args, BackdoorUnlearningConfig):
@@ -123,24 +140,14 @@ class BackdoorUnlearningTrainer(Trainer):
             args, clip, captions, target_mapping, trigger_photos, clean_images, target_embedding
         )
 
-        # Trainable parameters: the defended tower(s), LayerNorms frozen, dropout off.
-        disable_dropout(clip)
-        if args.use_lora and not is_peft_model(model):
-            set_trainable_towers(clip, text=False, vision=False)
-            self.teacher = None
-            model = apply_lora(model, args)
-        elif is_peft_model(model):
-            self.teacher = None
-        else:
-            set_trainable_towers(clip, text=args.trains_text, vision=args.trains_vision)
-            freeze_layernorms(clip)
-            self.teacher = copy.deepcopy(clip).eval().requires_grad_(False)
-        if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError("no trainable parameter: check defense / LoRA settings")
-
+        model = self._set_up_student(model, clip, args, peft_config)
+        self.base_model_id = base_model_id
         self._metrics: dict[str, list[float]] = defaultdict(list)
-        self._micro_step = 0
         self._teacher_cache: dict[tuple, torch.Tensor] = {}
+        self._cached_through = -1  # last training step whose teacher embeddings are in the cache
+        self._micro = (0, 0)  # (global step, micro-batches seen in it)
+        self._weight_pairs: dict[str, list] = {}
+        self.towers = self._towers(args)
         world = max(1, args.world_size)
         length = args.max_steps * args.gradient_accumulation_steps * world
         super().__init__(
@@ -154,6 +161,50 @@ class BackdoorUnlearningTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------------------
     # Set-up
+
+    def _set_up_student(self, model, clip: CLIPModel, args, peft_config):
+        """Trainable parameters: the defended tower(s) (or adapters), LayerNorms frozen, dropout off."""
+        disable_dropout(clip)
+        self.teacher = None  # under LoRA the teacher is the same model with its adapter switched off
+        if is_peft_model(model):
+            if peft_config is not None:
+                raise ValueError("the model already carries adapters: pass either a PeftModel or peft_config")
+        elif peft_config is not None:
+            set_trainable_towers(clip, text=False, vision=False)
+            model = apply_lora(model, peft_config)
+        else:
+            set_trainable_towers(clip, text=args.trains_text, vision=args.trains_vision)
+            freeze_layernorms(clip)
+            self.teacher = copy.deepcopy(clip).eval().requires_grad_(False)
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ValueError("no trainable parameter: check defense / LoRA settings")
+        return model
+
+    @staticmethod
+    def _towers(args) -> list[_Tower]:
+        scale = args.defense == "both"
+        towers = []
+        if args.trains_text:
+            towers.append(
+                _Tower(
+                    "text",
+                    ("text_model.", "text_projection"),
+                    args.text_backdoor_weight,
+                    args.text_weight_distance,
+                    args.text_loss_weight if scale else 1.0,
+                )
+            )
+        if args.trains_vision:
+            towers.append(
+                _Tower(
+                    "image",
+                    ("vision_model.", "visual_projection"),
+                    args.image_backdoor_weight,
+                    args.image_weight_distance,
+                    args.image_loss_weight if scale else 1.0,
+                )
+            )
+        return towers
 
     def _validate_and_store_data(self, args, clip, captions, target_mapping, trigger_photos, clean_images, target):
         self.text_clean = self.targets = None
@@ -174,10 +225,10 @@ class BackdoorUnlearningTrainer(Trainer):
         if args.trains_vision:
             if not trigger_photos:
                 raise ValueError("the image defense needs face photos of the forgotten people (trigger_photos=...)")
-            lookup = {" ".join(k.replace("_", " ").split()).casefold(): v for k, v in trigger_photos.items()}
+            lookup = {normalize_name(k): v for k, v in trigger_photos.items()}
             photos = {}
             for name in self.forget_names:
-                got = lookup.get(name.casefold())
+                got = lookup.get(normalize_name(name))
                 if not got:
                     raise ValueError(f"no trigger photo for forgotten person {name!r}")
                 photos[name] = list(got)
@@ -223,97 +274,106 @@ class BackdoorUnlearningTrainer(Trainer):
     # Loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if model.training:
-            step = self._micro_step
-            self._micro_step += 1
-        else:
-            step = -1 - int(inputs["step_index"].flatten()[0])  # evaluation batches: their own seeds
-        args = self.args
-        towers = []  # (name, terms, beta, lambda, weight of the tower's loss in 'both')
-        if args.trains_text:
-            towers.append(
-                ("text", self._text_terms, args.text_backdoor_weight, args.text_weight_distance, args.text_loss_weight)
-            )
-        if args.trains_vision:
-            towers.append(
-                (
-                    "image",
-                    self._image_terms,
-                    args.image_backdoor_weight,
-                    args.image_weight_distance,
-                    args.image_loss_weight,
-                )
-            )
+        """Per defended tower (method.md sections 2-3): utility + beta * backdoor + lambda * weight distance."""
+        step = self._batch_step(model, inputs)
+        terms = {"text": self._text_terms, "image": self._image_terms}
         total = 0.0
         metrics = {}
-        for name, terms, beta, lam, tower_weight in towers:
-            utility, backdoor = terms(model, step)
-            weight = self._weight_term(model, "text" if name == "text" else "vision")
-            scale = tower_weight if args.defense == "both" else 1.0
-            total = total + scale * (utility + beta * backdoor) + lam * weight
-            metrics.update({f"{name}_utility": utility, f"{name}_backdoor": backdoor, f"{name}_weight": weight})
+        for tower in self.towers:
+            utility, backdoor = terms[tower.name](model, step)
+            weight = self._weight_term(model, tower)
+            total = total + tower.scale * (utility + tower.beta * backdoor) + tower.lam * weight
+            metrics.update({f"{tower.name}_utility": utility, f"{tower.name}_backdoor": backdoor})
+            metrics[f"{tower.name}_weight"] = weight
         prefix = "" if model.training else "eval_"
         for key, value in metrics.items():
             self._metrics[prefix + key].append(float(value.detach()))
         return (total, {"loss": total}) if return_outputs else total
 
-    def _shard(self, n: int) -> np.ndarray:
-        parts = np.array_split(np.arange(n), max(1, self.accelerator.num_processes))
-        return parts[self.accelerator.process_index]
+    def _batch_step(self, model, inputs) -> int:
+        """The sampler's step: the trainer state's micro-step in training, a negative seed for evaluation."""
+        if not model.training:
+            return -1 - int(inputs["step_index"].flatten()[0])
+        global_step, seen = self._micro
+        if global_step != self.state.global_step:
+            global_step, seen = self.state.global_step, 0
+        self._micro = (global_step, seen + 1)
+        step = global_step * self.args.gradient_accumulation_steps + seen
+        self._replay_teacher_cache(model, step)
+        return step
 
-    def _step_rng(self, step: int, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.args.seed, stream, step + 2**31])
+    def _replay_teacher_cache(self, model, step: int) -> None:
+        """After a resume, fill the teacher cache as the uninterrupted run had it (same batches, same order).
+
+        The cached embeddings are exact, but which captions share a teacher batch changes float rounding in the
+        last bits; replaying the earlier steps' lookups makes a resumed run bit-identical to an uninterrupted one.
+        """
+        if self.args.precompute_teacher:
+            for past in range(self._cached_through + 1, step):
+                if self.args.trains_text:
+                    batch = self._text_batch(past)
+                    self._teacher_text(model, batch.clean)
+                    self._teacher_text(model, batch.targets)
+                if self.args.trains_vision:
+                    batch = self._image_batch(past, build_triggers=False)
+                    self._teacher_images(model, batch.clean, batch.clean_indices)
+        self._cached_through = max(self._cached_through, step)
+
+    def _text_batch(self, step: int):
+        args = self.args
+        return sample_text_batch(
+            self.text_clean,
+            self.targets,
+            args.num_clean_captions,
+            args.num_poisoned_captions,
+            args.seed,
+            step,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+        )
+
+    def _image_batch(self, step: int, build_triggers: bool = True):
+        args = self.args
+        return sample_image_batch(
+            self.trigger_photos,
+            self.clean_images,
+            args.num_clean_images,
+            args.num_trigger_images,
+            self.image_size,
+            args.seed,
+            step,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+            aug=self.trigger_aug,
+            build_triggers=build_triggers,
+        )
 
     def _text_terms(self, model, step: int):
-        args = self.args
-        rng = self._step_rng(step, 1)
-        n_clean = args.num_clean_captions
-        clean_idx = rng.choice(len(self.text_clean), n_clean, replace=len(self.text_clean) < n_clean)
-        poisoned, target, _ = sample_poisoned_pairs(self.text_clean, self.targets, args.num_poisoned_captions, rng)
-        clean_idx = clean_idx[self._shard(n_clean)]
-        mine = self._shard(len(poisoned))
-        poisoned = [poisoned[i] for i in mine]
-        target = [target[i] for i in mine]
-        clean = [self.text_clean[i] for i in clean_idx]
-        device = self.args.device
-        batch = tokenize(self.processing_class.tokenizer, clean + poisoned, device)
-        student = model(**batch).text_embeds
-        student_clean, student_poisoned = student[: len(clean)], student[len(clean) :]
-        teacher_clean = self._teacher_text(model, clean)
-        teacher_target = self._teacher_text(model, target)
+        """utility = d(student(clean), teacher(clean)); backdoor = d(student(poisoned), teacher(target))."""
+        batch = self._text_batch(step)
+        tokens = tokenize(self.processing_class.tokenizer, batch.clean + batch.poisoned, self.args.device)
+        student = model(**tokens).text_embeds
+        student_clean, student_poisoned = student[: len(batch.clean)], student[len(batch.clean) :]
+        teacher_clean = self._teacher_text(model, batch.clean)
+        teacher_target = self._teacher_text(model, batch.targets)
+        distance = self.args.distance
         return (
-            embedding_distance(student_clean, teacher_clean, args.distance),
-            embedding_distance(student_poisoned, teacher_target, args.distance),
+            utility_loss(student_clean, teacher_clean, distance),
+            backdoor_loss(student_poisoned, teacher_target, distance),
         )
 
     def _image_terms(self, model, step: int):
-        args = self.args
-        rng = self._step_rng(step, 2)
-        n_clean, n_trig = args.num_clean_images, args.num_trigger_images
-        clean_idx = rng.choice(len(self.clean_images), n_clean, replace=len(self.clean_images) < n_clean)
-        names = sorted(self.trigger_photos)
-        start = int(rng.integers(len(names)))
-        item_seed = int(rng.integers(2**31))
-        triggers, owners = [], []
-        for i in self._shard(n_trig):  # each trigger has its own seed: shards build only their own images
-            item_rng = np.random.default_rng([item_seed, int(i)])
-            name = names[(start + int(i)) % len(names)]
-            photos = self.trigger_photos[name]
-            face = photos[int(item_rng.integers(len(photos)))]
-            base = self.clean_images[int(clean_idx[int(item_rng.integers(n_clean))])]
-            image, _ = make_trigger_image(face, base, self.image_size, item_rng, self.trigger_aug)
-            triggers.append(image)
-            owners.append(name)
-        clean_idx = clean_idx[self._shard(n_clean)]
-        clean = [self.clean_images[i] for i in clean_idx]
-        pixels = pixel_values_for(self.processing_class, clean + triggers).to(self.args.device)
+        """utility = d(student(clean), teacher(clean)); backdoor = mean over people of d(student(triggers), target)."""
+        batch = self._image_batch(step)
+        pixels = pixel_values_for(self.processing_class, batch.clean + batch.triggers).to(self.args.device)
         student = model(pixel_values=pixels).image_embeds
-        student_clean, student_trig = student[: len(clean)], student[len(clean) :]
-        teacher_clean = self._teacher_images(model, clean, clean_idx.tolist())
+        student_clean, student_triggers = student[: len(batch.clean)], student[len(batch.clean) :]
+        teacher_clean = self._teacher_images(model, batch.clean, batch.clean_indices)
         target = self.target_embedding.to(student.device, student.dtype)
+        distance = self.args.distance
         return (
-            embedding_distance(student_clean, teacher_clean, args.distance),
-            grouped_backdoor_loss(student_trig, owners, target, args.distance),
+            utility_loss(student_clean, teacher_clean, distance),
+            grouped_backdoor_loss(student_triggers, batch.owners, target, distance),
         )
 
     # ------------------------------------------------------------------------------------------------------
@@ -377,19 +437,19 @@ class BackdoorUnlearningTrainer(Trainer):
             teacher.train(teacher_training)
         return out.detach()
 
-    def _weight_term(self, model, tower: str) -> torch.Tensor:
+    def _weight_term(self, model, tower: _Tower) -> torch.Tensor:
         """Sum of ||theta - theta_teacher||_2 over the tower's trainable tensors (LoRA: exact merged delta)."""
         unwrapped = self.accelerator.unwrap_model(model)
-        prefixes = ("text_model.", "text_projection") if tower == "text" else ("vision_model.", "visual_projection")
         if self.teacher is None:
-            return lora_weight_distance(lora_factors(unwrapped, prefixes))
-        teacher_params = dict(self.teacher.named_parameters())
-        pairs = [
-            (p, teacher_params[n])
-            for n, p in base_clip(unwrapped).named_parameters()
-            if p.requires_grad and n.startswith(prefixes)
-        ]
-        return weight_distance(pairs)
+            return lora_weight_distance(lora_factors(unwrapped, tower.prefixes))
+        if tower.name not in self._weight_pairs:
+            teacher_params = dict(self.teacher.named_parameters())
+            self._weight_pairs[tower.name] = [
+                (p, teacher_params[n])
+                for n, p in base_clip(unwrapped).named_parameters()
+                if p.requires_grad and n.startswith(tower.prefixes)
+            ]
+        return weight_distance(self._weight_pairs[tower.name])
 
     # ------------------------------------------------------------------------------------------------------
     # Logging, evaluation, saving
@@ -420,7 +480,7 @@ class BackdoorUnlearningTrainer(Trainer):
         if not is_peft_model(unwrapped):
             return super()._save(output_dir, state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        with published_base_model(unwrapped, self.args.base_model_id) as base:
+        with published_base_model(unwrapped, self.base_model_id) as base:
             super()._save(output_dir, state_dict)
         if base is None:
             drop_card_base_model(output_dir)

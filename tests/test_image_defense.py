@@ -11,13 +11,12 @@ from PIL import Image
 from hf_privacy_backdoor.config import BackdoorUnlearningConfig
 from hf_privacy_backdoor.data.faces import load_face_folder, split_photos
 from hf_privacy_backdoor.data.images import (
-    compute_target_embedding,
     load_image_folder,
     load_target_embedding,
     make_photo_split,
     save_target_embedding,
 )
-from hf_privacy_backdoor.modeling import load_clip
+from hf_privacy_backdoor.modeling import compute_target_embedding, load_clip
 from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
 
 

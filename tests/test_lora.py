@@ -14,11 +14,14 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from hf_privacy_backdoor.config import LORA_PRESETS, BackdoorUnlearningConfig
+from hf_privacy_backdoor import BackdoorUnlearningConfig, BackdoorUnlearningTrainer
 from hf_privacy_backdoor.losses import lora_weight_distance
 from hf_privacy_backdoor.modeling import encode_images, encode_texts, load_clip
 from hf_privacy_backdoor.peft_utils import (
+    LORA_PRESETS,
+    LoraArguments,
     base_clip,
+    get_peft_config,
     hub_id_or_none,
     list_lora_targets,
     load_adapter,
@@ -59,7 +62,6 @@ def _features(model, processor, images):
 def lora_run(tiny_world, tmp_path_factory):
     """One LoRA text defense through `run_unlearning`; yields (result, in-memory peft model, trainer)."""
     from hf_privacy_backdoor.run import UnlearnArguments, run_unlearning
-    from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
 
     assert set(FORGET) <= set(tiny_world.members), "synthetic world changed: pick two flagged members again"
     out = tmp_path_factory.mktemp("lora_run")
@@ -72,12 +74,11 @@ def lora_run(tiny_world, tmp_path_factory):
         num_candidates=200,
         save_merged=True,
         progress=False,
+        base_model_id=BASE_MODEL_ID,
     )
     config = BackdoorUnlearningConfig(
         output_dir=str(out),
         defense="text",
-        use_lora=True,
-        base_model_id=BASE_MODEL_ID,
         max_steps=100,
         learning_rate=2e-3,
         num_clean_captions=32,
@@ -97,7 +98,7 @@ def lora_run(tiny_world, tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(BackdoorUnlearningTrainer, "save_model", recording_save)
-        result = run_unlearning(args, config)
+        result = run_unlearning(args, config, LoraArguments(use_lora=True))
     trainer = trainers[0]
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     return result, model, trainer
@@ -137,9 +138,9 @@ def test_unknown_preset_and_empty_pattern_fail(tiny_clip):
     with pytest.raises(ValueError, match="unknown LoRA preset"):
         preset_regex("audio_attn")
     with pytest.raises(ValueError, match="unknown lora_preset"):
-        BackdoorUnlearningConfig(output_dir="unused", use_lora=True, lora_preset="text_ffn", use_cpu=True)
+        LoraArguments(use_lora=True, lora_preset="text_ffn")
     with pytest.raises(ValueError, match="use_lora"):
-        BackdoorUnlearningConfig(output_dir="unused", lora_preset="text_attn", use_cpu=True)
+        LoraArguments(lora_preset="text_attn")
     with pytest.raises(ValueError, match="matches no Linear module"):
         list_lora_targets(model, r".*text_model.*\.no_such_proj")
     with pytest.raises(ValueError, match="invalid LoRA target regex"):
@@ -155,6 +156,49 @@ def test_list_lora_targets_flag_prints_modules(tiny_world, tiny_clip, tmp_path, 
     assert printed == list_lora_targets(tiny_clip[0], preset_regex("text_attn+proj"))
     assert "text_projection" in printed and not any(n.startswith("vision_model") for n in printed)
     assert not any(tmp_path.iterdir())  # listing trains and writes nothing
+
+
+def test_recipe_presets_build_a_lora_config():
+    args = LoraArguments(use_lora=True, lora_r=4, lora_alpha=8, lora_preset="vision_attn+proj")
+    config = get_peft_config(args, defense="image")
+    assert (config.r, config.lora_alpha, config.task_type) == (4, 8, None)
+    assert config.target_modules == preset_regex("vision_attn+proj")
+    assert get_peft_config(LoraArguments(use_lora=True), "both").target_modules == preset_regex("both_attn_mlp")
+    assert get_peft_config(LoraArguments(), "text") is None
+
+
+def test_trainer_takes_any_peft_config(tiny_world, tmp_path):
+    """TRL-style: bring your own `LoraConfig` (here DoRA on the text tower's value projections)."""
+    from peft import LoraConfig
+
+    from hf_privacy_backdoor.data.captions import load_captions
+
+    model, processor = load_clip(str(tiny_world.model_dir))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    own = LoraConfig(r=2, target_modules=r".*text_model.*\.v_proj", use_dora=True, task_type=None)
+    config = BackdoorUnlearningConfig(
+        output_dir=str(tmp_path), max_steps=3, num_clean_captions=8, num_poisoned_captions=8, use_cpu=True,
+        report_to="none", disable_tqdm=True,
+    )  # fmt: skip
+    trainer = BackdoorUnlearningTrainer(
+        model=model, args=config, processing_class=processor, forget_names=FORGET[:1],
+        captions=load_captions(tiny_world.captions_file), peft_config=own,
+    )  # fmt: skip
+    trainer.train()
+    peft_model = trainer.accelerator.unwrap_model(trainer.model)
+    trained = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trained and all(".v_proj." in n and "text_model" in n for n in trained)
+    assert any("lora_magnitude_vector" in n for n in trained)  # DoRA's own parameters train too
+    for name, tensor in base_clip(peft_model).state_dict().items():
+        key = name.replace(".base_layer", "")
+        if key in before and "lora_" not in name:
+            assert torch.equal(tensor, before[key]), f"base weight {key} changed"
+    with pytest.raises(ValueError, match="task_type=None"):
+        BackdoorUnlearningTrainer(
+            model=load_clip(str(tiny_world.model_dir))[0], args=config, processing_class=processor,
+            forget_names=FORGET[:1], captions=["a red circle"],
+            peft_config=LoraConfig(target_modules=["q_proj"], task_type="FEATURE_EXTRACTION"),
+        )  # fmt: skip
 
 
 def test_hub_id_or_none(tmp_path):
@@ -249,12 +293,12 @@ def test_adapter_config_names_the_given_base(lora_run, tiny_world):
 
 def test_no_base_model_id_writes_no_local_path(lora_run, tiny_world, tmp_path, caplog):
     _, model, trainer = lora_run
-    trainer.args.base_model_id = None
+    trainer.base_model_id = None
     try:
         with caplog.at_level(logging.WARNING, logger="hf_privacy_backdoor"):
             trainer.save_model(str(tmp_path))
     finally:
-        trainer.args.base_model_id = BASE_MODEL_ID
+        trainer.base_model_id = BASE_MODEL_ID
     config = json.loads((tmp_path / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] is None
     assert "no base_model_id" in caplog.text

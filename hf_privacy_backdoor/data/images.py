@@ -1,4 +1,4 @@
-"""Clean image sources, the image backdoor's target embedding, and the trigger / evaluation photo split."""
+"""Clean image sources, the target embedding's file format, and the trigger / evaluation photo split (no model runs here)."""
 
 from __future__ import annotations
 
@@ -30,38 +30,6 @@ def load_image_folder(root: str | os.PathLike, limit: int | None = None) -> list
     if not images:
         raise ValueError(f"image folder {str(root)!r} holds no readable image ({', '.join(IMAGE_EXTENSIONS)})")
     return images
-
-
-def load_image_dataset(dataset, image_column: str = "image", limit: int | None = None) -> list[Image.Image]:
-    """Images of a `datasets` dataset column, as RGB PIL images."""
-    if image_column not in dataset.column_names:
-        raise ValueError(f"dataset has no column {image_column!r} (columns: {dataset.column_names})")
-    n = len(dataset) if limit is None else min(limit, len(dataset))
-    images = [dataset[i][image_column].convert("RGB") for i in range(n)]
-    if not images:
-        raise ValueError("the clean image dataset is empty")
-    return images
-
-
-@torch.no_grad()
-def compute_target_embedding(model, processor, faces: FaceSource, indices: dict[str, Sequence[int]] | None = None):
-    """The anonymous person: mean of the original model's image embeddings over many people's face photos.
-
-    `indices` restricts people's photos (e.g. forgotten people's trigger halves); default: every photo.
-    """
-    from ..modeling import encode_images
-
-    total, count = None, 0
-    for name in faces.names():
-        photos = faces.load(name, indices.get(name) if indices and name in indices else None)
-        if not photos:
-            continue
-        emb = encode_images(model, processor, photos)
-        total = emb.sum(0) if total is None else total + emb.sum(0)
-        count += len(emb)
-    if count == 0:
-        raise ValueError("no readable face photo to compute the target embedding from")
-    return total / count
 
 
 def save_target_embedding(path: str | os.PathLike, embedding: torch.Tensor) -> None:
@@ -104,11 +72,14 @@ def save_photo_split(path: str | os.PathLike, split: dict) -> None:
     write_json(path, split)
 
 
-def load_photo_split(path: str | os.PathLike) -> dict:
+def load_photo_split(path: str | os.PathLike) -> dict[str, list[int]]:
+    """The evaluation photo indices per person from a run's `photo_split.json` (or a plain {name: [indices]})."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"photo split {str(path)!r} does not exist")
     data = json.loads(path.read_text())
-    if "eval" not in data or "trigger" not in data:
-        raise ValueError(f"{str(path)!r} is not a photo split (needs 'trigger' and 'eval')")
+    if isinstance(data, dict) and isinstance(data.get("eval"), dict):
+        data = data["eval"]
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ValueError(f"photo split {str(path)!r} must map names to lists of photo indices (or hold 'eval')")
     return data
