@@ -95,11 +95,11 @@ def worker(args: argparse.Namespace, recipe_argv: list[str]) -> dict:
 
     from hf_privacy_backdoor.cli import parse_args as parse_recipe
     from hf_privacy_backdoor.cli import setup_logging, yaml_config_keys
-    from hf_privacy_backdoor.config import BackdoorUnlearningConfig
     from hf_privacy_backdoor.data.captions import load_captions, read_name_file
     from hf_privacy_backdoor.data.faces import load_membership
     from hf_privacy_backdoor.modeling import load_clip
-    from hf_privacy_backdoor.run import UnlearnArguments
+    from hf_privacy_backdoor.peft_utils import get_peft_config
+    from hf_privacy_backdoor.run import RUN_ARGUMENTS
     from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
 
     setup_logging()
@@ -114,7 +114,7 @@ def worker(args: argparse.Namespace, recipe_argv: list[str]) -> dict:
         argv = ["--config", str(config_file), *recipe_argv, "--max_steps", str(args.max_steps)]
         argv += ["--use_lora", str(lora).lower(), "--learning_rate", str(lr), "--output_dir", tmp]
         argv += ["--disable_tqdm", "true", "--logging_steps", str(10**9), "--report_to", "none"]
-        run_args, config = parse_recipe([UnlearnArguments, BackdoorUnlearningConfig], argv)
+        run_args, config, lora_args = parse_recipe(RUN_ARGUMENTS, argv)
         if config.defense != "text":
             raise SystemExit(f"this benchmark trains the text defense; {args.config} sets defense {config.defense!r}")
         names = list(run_args.forget_names or [])
@@ -135,6 +135,7 @@ def worker(args: argparse.Namespace, recipe_argv: list[str]) -> dict:
             processing_class=processor,
             forget_names=names,
             captions=load_captions(run_args.captions),
+            peft_config=get_peft_config(lora_args, config.defense),
         )
         step_times: list[float] = []
 
@@ -171,9 +172,7 @@ def worker(args: argparse.Namespace, recipe_argv: list[str]) -> dict:
             "num_poisoned_captions": config.num_poisoned_captions,
         }
         if lora:
-            from hf_privacy_backdoor.peft_utils import resolve_target_modules
-
-            row.update(lora_r=config.lora_r, lora_target_modules=resolve_target_modules(config))
+            row.update(lora_r=lora_args.lora_r, lora_target_modules=lora_args.target_modules(config.defense))
     return row
 
 

@@ -36,6 +36,7 @@ from .data.images import (
     save_photo_split,
     save_target_embedding,
 )
+from .data.names import normalize_name
 from .distributed import check_replicas, distributed_state
 from .modeling import compute_target_embedding, load_clip
 from .peft_utils import LoraArguments, get_peft_config, list_lora_targets
@@ -555,14 +556,14 @@ def format_run_summary(result: RunResult) -> str:
     """A compact before/after table for the terminal (aggregates only)."""
     if result.after is None:
         return f"Defended model saved to {result.output_dir} ({len(result.forget_names)} people removed)."
-    removed = {n.casefold() for n in result.forget_names}
+    removed = {normalize_name(n) for n in result.forget_names}
 
     def group(res, kind):
         people = [p for p in res.people if p.membership == ("non_member" if kind == "non" else "member")]
         if kind == "removed":
-            people = [p for p in people if p.name.casefold() in removed]
+            people = [p for p in people if normalize_name(p.name) in removed]
         elif kind == "kept":
-            people = [p for p in people if p.name.casefold() not in removed]
+            people = [p for p in people if normalize_name(p.name) not in removed]
         if not people:
             return None, None
         return sum(p.flagged for p in people) / len(people), sum(p.correct_templates for p in people) / len(people)

@@ -143,12 +143,12 @@ def test_unreadable_images_are_reported_by_name(tmp_path, caplog):
 
 def test_run_saves_the_split_and_target_and_never_evaluates_trigger_photos(tiny_world, tmp_path, monkeypatch):
     from hf_privacy_backdoor.cli import parse_args
-    from hf_privacy_backdoor.run import UnlearnArguments, run_unlearning
+    from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
 
     monkeypatch.setenv("SYNTHETIC_DIR", str(tiny_world.root))
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "synthetic_image.yaml"
-    args, config = parse_args(
-        [UnlearnArguments, BackdoorUnlearningConfig],
+    args, config, _ = parse_args(
+        RUN_ARGUMENTS,
         [
             "--config",
             str(recipe),
@@ -170,7 +170,7 @@ def test_run_saves_the_split_and_target_and_never_evaluates_trigger_photos(tiny_
     )
     result = run_unlearning(args, config)
     split = json.loads((tmp_path / "private" / "photo_split.json").read_text())
-    assert (tmp_path / "private" / "trigger_samples.png").is_file()
+    _assert_preview_is_what_trains(tmp_path / "private" / "trigger_samples.png", args, config, result)
     dim = json.loads((tiny_world.model_dir / "config.json").read_text())["projection_dim"]
     assert load_target_embedding(tmp_path / "private" / "target_embedding.safetensors", dim).shape == (dim,)
     for person in result.after.people:
@@ -178,12 +178,44 @@ def test_run_saves_the_split_and_target_and_never_evaluates_trigger_photos(tiny_
         assert not set(person.photos) & set(split["trigger"][person.name])
 
 
+def _assert_preview_is_what_trains(png, args, config, result):
+    """The preview grid's cells are the trigger images of training step 0, built by the same sampler."""
+    from hf_privacy_backdoor.data.sampling import sample_image_batch
+    from hf_privacy_backdoor.data.triggers import TriggerAugmentation
+    from hf_privacy_backdoor.run import RunInputs, prepare_image_data, prepare_inputs
+
+    model, processor = load_clip(args.model_name_or_path)
+    inputs = prepare_inputs(args, config, processor.tokenizer)
+    inputs = RunInputs(**{**inputs.__dict__, "names": result.forget_names})
+    image = prepare_image_data(args, config, model, processor, inputs)
+    aug = TriggerAugmentation(
+        scale_range=(config.trigger_scale_min, config.trigger_scale_max),
+        flip_p=config.trigger_flip_p,
+        brightness=(1.0, 1.0),
+        contrast=(1.0, 1.0),
+        saturation=(1.0, 1.0),
+        hue=(0.0, 0.0),
+        rotation=(0.0, 0.0),
+    )  # the recipe's trigger settings: no jitter, no rotation
+    size = model.config.vision_config.image_size
+    batch = sample_image_batch(
+        image.trigger_photos, image.clean_images, config.num_clean_images, config.num_trigger_images, size,
+        config.seed, step=0, aug=aug,
+    )  # fmt: skip
+    grid = np.asarray(Image.open(png).convert("RGB"))
+    up = max(1, 128 // size)
+    cells = [grid[: size * up : up, i * size * up : (i + 1) * size * up : up] for i in range(len(batch.triggers))]
+    assert len(batch.triggers) == config.num_trigger_images
+    for cell, trigger in zip(cells, batch.triggers):
+        np.testing.assert_array_equal(cell, np.asarray(trigger))
+
+
 def run_recipe(recipe, tiny_world, out, *extra):
     from hf_privacy_backdoor.cli import parse_args
-    from hf_privacy_backdoor.run import UnlearnArguments, run_unlearning
+    from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
 
-    args, config = parse_args(
-        [UnlearnArguments, BackdoorUnlearningConfig],
+    args, config, lora = parse_args(
+        RUN_ARGUMENTS,
         [
             "--config",
             str(Path(__file__).resolve().parents[1] / "recipes" / recipe),
@@ -196,7 +228,7 @@ def run_recipe(recipe, tiny_world, out, *extra):
             *extra,
         ],
     )
-    return run_unlearning(args, config)
+    return run_unlearning(args, config, lora)
 
 
 @pytest.fixture(scope="module")
