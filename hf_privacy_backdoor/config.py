@@ -89,6 +89,22 @@ class BackdoorUnlearningConfig(TrainingArguments):
         },
     )
     lr_gamma: float | None = field(default=None, metadata={"help": "Learning-rate factor at each milestone."})
+    # --- stop when forgotten
+    stop_when_forgotten: bool = field(
+        default=False,
+        metadata={
+            "help": "Every forgotten_check_steps steps, run a cheap attack on the forgotten people's trigger photos "
+            "(never the evaluation photos); stop once nobody is identified for forgotten_patience checks in a "
+            "row, plus forgotten_margin_steps more steps. max_steps stays the upper bound."
+        },
+    )
+    forgotten_check_steps: int = field(default=25, metadata={"help": "Steps between two forgotten checks."})
+    forgotten_patience: int = field(
+        default=2, metadata={"help": "Consecutive checks that must find nobody before stopping."}
+    )
+    forgotten_margin_steps: int = field(
+        default=25, metadata={"help": "Steps trained after the last needed check, before stopping."}
+    )
     # Method-appropriate TrainingArguments defaults
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
@@ -130,6 +146,11 @@ class BackdoorUnlearningConfig(TrainingArguments):
             raise ValueError(f"trigger_flip_p must be in [0, 1], got {self.trigger_flip_p}")
         if not 0 < self.trigger_fraction < 1:
             raise ValueError(f"trigger_fraction must be in (0, 1), got {self.trigger_fraction}")
+        for name in ("forgotten_check_steps", "forgotten_patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.forgotten_margin_steps < 0:
+            raise ValueError(f"forgotten_margin_steps must be >= 0, got {self.forgotten_margin_steps}")
         if self.per_device_train_batch_size != 1:
             raise ValueError(
                 "per_device_train_batch_size must stay 1: set num_clean_captions / num_poisoned_captions / "

@@ -146,6 +146,7 @@ class RunResult:
     comparison: Any = None
     utility: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0
+    steps_trained: int = 0
 
 
 @dataclass
@@ -194,6 +195,7 @@ def run_unlearning(
         write_private_files(args, config, trainer, inputs, image)
     defended, train_seconds = train_and_save(args, config, lora, trainer, processor, state)
     result = RunResult(Path(config.output_dir), inputs.names, {}, before=before, train_seconds=train_seconds)
+    result.steps_trained = trainer.state.global_step
     if args.evaluate:
         evaluate_after(args, config, lora, result, defended, processor, inputs, image, state)
     if state is not None:
@@ -227,7 +229,9 @@ def prepare_inputs(args: UnlearnArguments, config: BackdoorUnlearningConfig, tok
     # Photo split: every person's photos into trigger / evaluation halves (per-person seeded, so it does not
     # depend on who is forgotten). When photos train the model (image defense), or the people are picked by
     # the attack, the attack only ever sees evaluation halves; a text-only run trains on no photo at all.
-    if inputs.faces is not None and (config.trains_vision or inputs.names is None):
+    if config.stop_when_forgotten and inputs.faces is None:
+        raise ValueError("stop_when_forgotten checks the attack on trigger photos: it needs a face folder (--faces)")
+    if inputs.faces is not None and (config.trains_vision or inputs.names is None or config.stop_when_forgotten):
         inputs.split = make_photo_split(inputs.faces, inputs.faces.names(), config.trigger_fraction, config.seed)
     return inputs
 
@@ -264,7 +268,7 @@ def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> Ima
 
 
 def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: RunInputs, image: ImageData):
-    from .trainer import BackdoorUnlearningTrainer
+    from .trainer import BackdoorUnlearningTrainer, StopWhenForgottenCallback
 
     trainer = BackdoorUnlearningTrainer(
         model=model,
@@ -279,12 +283,54 @@ def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: R
         peft_config=get_peft_config(lora, config.defense),
         base_model_id=args.base_model_id,
     )
+    if config.stop_when_forgotten:
+        trainer.add_callback(
+            StopWhenForgottenCallback(
+                forgotten_check(args, config, processor, inputs),
+                every=config.forgotten_check_steps,
+                patience=config.forgotten_patience,
+                margin=config.forgotten_margin_steps,
+            )
+        )
     if not args.progress:  # quiet: no progress bar, no printed log lines (the logs stay in the trainer state)
         from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
     return trainer
+
+
+def forgotten_check(args, config, processor, inputs: RunInputs, extra_candidates: int = 50):
+    """A cheap attack for `stop_when_forgotten`: the forgotten people's *trigger* photos, a candidate subset.
+
+    The candidates are every evaluated person's true name plus the first `extra_candidates` generated names of
+    the real attack's list: a subset of it, so a true name that wins no photo here wins none in the full attack
+    (majority votes can still differ: the check is a cheap proxy, and the final attack on the evaluation photos
+    is what the run reports). A person the check cannot evaluate (too few trigger photos) counts as not
+    forgotten (fail closed).
+    """
+    from .evaluation import run_idia
+    from .evaluation.idia import candidate_names
+
+    faces, trigger = inputs.faces, inputs.split["trigger"]
+    people = [faces.resolve(n) for n in inputs.names]
+    everyone = set(faces.names())
+    full = candidate_names(sorted(everyone), args.num_candidates, config.seed)
+    candidates = [c for c in full if c in everyone] + [c for c in full if c not in everyone][:extra_candidates]
+    indices = {p: trigger[p] for p in people}
+    k = min(args.num_photos, *(len(v) for v in indices.values()))
+
+    def is_forgotten(model) -> bool:
+        was_training = model.training
+        model.eval()
+        result = run_idia(
+            model, processor, faces, people=people, candidates=candidates, photo_indices=indices, num_photos=k,
+            tau=args.tau, seed=config.seed, progress=False,
+        )  # fmt: skip
+        model.train(was_training)
+        return len(result.people) == len(people) and not any(p.flagged for p in result.people)
+
+    return is_forgotten
 
 
 def write_private_files(args, config, trainer, inputs: RunInputs, image: ImageData) -> None:
@@ -358,6 +404,7 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
         "use_lora": lora.use_lora,
         "num_forgotten": len(result.forget_names),
         "max_steps": config.max_steps,
+        "steps_trained": result.steps_trained,
         "train_seconds": round(result.train_seconds, 1),
     }
     summary["hyperparameters"] = hyper
@@ -369,6 +416,9 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
 def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_processes: int) -> dict[str, Any]:
     """The run's method and optimiser settings (name-free: the forget list is never a setting)."""
     keys = ["defense", "learning_rate", "max_steps", "lr_milestones", "lr_gamma", "seed", "distance"]
+    keys += ["stop_when_forgotten"] + (
+        ["forgotten_check_steps", "forgotten_patience"] if config.stop_when_forgotten else []
+    )
     if config.trains_text:
         keys += ["target_mode", "text_backdoor_weight", "text_weight_distance"]
         keys += ["num_clean_captions", "num_poisoned_captions"]
@@ -577,7 +627,8 @@ def format_run_summary(result: RunResult) -> str:
     d = result.summary.get("defense", {})
     lines = [
         f"Backdoor unlearning: {d.get('defense')} defense{' (LoRA)' if d.get('use_lora') else ''}, "
-        f"{len(result.forget_names)} people removed, {d.get('max_steps')} steps, {result.train_seconds:.1f} s",
+        f"{len(result.forget_names)} people removed, {d.get('steps_trained', d.get('max_steps'))} steps, "
+        f"{result.train_seconds:.1f} s",
         f"{'':40s}{'before':>8s}{'after':>9s}",
     ]
     for label, kind in (

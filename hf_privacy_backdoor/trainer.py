@@ -23,7 +23,7 @@ import torch
 from accelerate.utils import is_peft_model
 from PIL import Image
 from torch.utils.data import Dataset
-from transformers import CLIPModel, Trainer
+from transformers import CLIPModel, Trainer, TrainerCallback
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .config import BackdoorUnlearningConfig
@@ -80,6 +80,32 @@ def feature_forward(model):
             clip.__dict__.pop("forward", None)
         else:
             clip.forward = previous
+
+
+class StopWhenForgottenCallback(TrainerCallback):
+    """Stops training once `is_forgotten(model)` holds for `patience` checks in a row, plus `margin` steps.
+
+    `is_forgotten` is the caller's cheap privacy check (e.g. the attack on trigger photos, never evaluation
+    photos); it must give the same answer on every process. `history` keeps (step, forgotten) per check.
+    """
+
+    def __init__(self, is_forgotten, every: int = 25, patience: int = 2, margin: int = 25):
+        self.is_forgotten, self.every, self.patience, self.margin = is_forgotten, every, patience, margin
+        self.history: list[tuple[int, bool]] = []
+        self.streak = 0
+        self.stop_at: int | None = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if self.stop_at is None and step % self.every == 0:
+            forgotten = bool(self.is_forgotten(model))
+            self.history.append((step, forgotten))
+            self.streak = self.streak + 1 if forgotten else 0
+            if self.streak >= self.patience:
+                self.stop_at = step + self.margin
+        if self.stop_at is not None and step >= self.stop_at:
+            control.should_training_stop = True
+        return control
 
 
 @dataclass
