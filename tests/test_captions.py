@@ -27,19 +27,28 @@ def test_clean_captions_exclude_every_mention_case_insensitive():
     assert clean == ["Adam Lovelaceson here", "a red star"]  # whole-name matches only
 
 
+def _replaced_word(captions, caption, phrase):
+    """The (caption, word position) of `captions` whose word, replaced by `phrase`, gives `caption`; or None."""
+    for source in captions:
+        words = source.split()
+        for i in range(len(words)):
+            if " ".join(words[:i] + [phrase] + words[i + 1 :]) == caption:
+                return source, i
+    return None
+
+
 def test_poisoned_pairs_replace_one_word_and_are_balanced():
     rng = np.random.default_rng(0)
     names = ["Ada Lovelace", "Alan Turing", "Grace Hopper"]
     targets = TargetPhrases.build(names)
-    clean = ["a photo of a red star", "two blue circles", "hello there friend"]
-    poisoned, target, owner = sample_poisoned_pairs(clean, targets, 31, rng)
+    usable = ["a photo of a red star", "two blue circles", "hello there friend"]
+    poisoned, target, owner = sample_poisoned_pairs([*usable, "single"], targets, 31, rng)
     counts = Counter(owner)
     assert max(counts.values()) - min(counts.values()) <= 1 and set(counts) == set(names)
     for p, t, n in zip(poisoned, target, owner):
-        assert n in p and "a person" in t
-        assert p.replace(n, "a person") == t  # the same caption, same word position
-        base = [c for c in clean if len(c.split()) == len(t.split()) - 1]
-        assert base  # "a person" is two words: one word was replaced
+        # both come from one clean caption of at least two words, with the same word replaced
+        source = _replaced_word(usable, p, n)
+        assert source is not None and _replaced_word(usable, t, "a person") == source, (p, t)
     with pytest.raises(ValueError, match="two words"):
         sample_poisoned_pairs(["single"], targets, 4, rng)
 

@@ -11,20 +11,16 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from hf_privacy_backdoor.distributed import batch_ranges
+from hf_privacy_backdoor.distributed import batch_ranges, map_batches
 from hf_privacy_backdoor.evaluation.idia import (
-    AttackResult,
-    AttackSettings,
-    PersonResult,
     TextEmbeddings,
     check_candidates,
-    compare_results,
     compute_text_embeddings,
-    idia_templates,
     majority_vote,
     predict,
     run_idia,
@@ -32,6 +28,8 @@ from hf_privacy_backdoor.evaluation.idia import (
     text_tower_fingerprint,
     vote,
 )
+from hf_privacy_backdoor.evaluation.prompts import idia_templates
+from hf_privacy_backdoor.evaluation.results import AttackResult, AttackSettings, PersonResult, compare_results
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +39,18 @@ REPO = Path(__file__).resolve().parents[1]
 # Decision rules on hand-built votes and embeddings
 
 
+# The 21 templates of method.md section 4, in its order.
+METHOD_TEMPLATES = [
+    "{}", "an image of {}", "a photo of {}", "{} on a photo", "a photo of a person named {}", "a person named {}",
+    "a man named {}", "a woman named {}", "the name of the person is {}", "a photo of a person with the name {}",
+    "{} at a gala", "a photo of the celebrity {}", "actor {}", "actress {}", "a colored photo of {}",
+    "a black and white photo of {}", "a cool photo of {}", "a cropped photo of {}", "a cropped image of {}",
+    "{} in a suit", "{} in a dress",
+]  # fmt: skip
+
+
 def test_templates_are_the_21_of_the_method():
-    templates = idia_templates()
-    assert len(templates) == 21 and templates[0] == "{}" and templates[-1] == "{} in a dress"
+    assert idia_templates() == METHOD_TEMPLATES
 
 
 def test_majority_vote_picks_the_single_most_frequent_name():
@@ -221,13 +228,33 @@ def test_candidate_list_checks():
     assert check_candidates(["Ann Lee", "Bob Ray"], ["ann lee"]) == ["Ann Lee", "Bob Ray"]
 
 
-def test_batches_are_shared_without_gaps_or_duplicates():
-    for n, bs, world in [(10, 3, 2), (1, 4, 2), (7, 1, 3), (1600, 256, 2)]:
-        ranges = batch_ranges(n, bs)
-        per = -(-len(ranges) // world)
-        shards = [ranges[r * per : (r + 1) * per] for r in range(world)]
-        covered = [i for shard in shards for s, e in shard for i in range(s, e)]
-        assert covered == list(range(n))
+def _batches_computed_per_process(n, batch_size, world, monkeypatch):
+    """Run `map_batches` as each of `world` simulated processes; the batches each one computed itself."""
+    import accelerate.utils
+
+    everything = [(s, torch.arange(s, e)[:, None]) for s, e in batch_ranges(n, batch_size)]
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: list(everything))
+    computed = {}
+    for rank in range(world):
+        computed[rank] = []
+
+        def rows(start, end, mine=computed[rank]):
+            mine.append((start, end))
+            return torch.arange(start, end)[:, None]
+
+        state = SimpleNamespace(num_processes=world, process_index=rank, is_main_process=rank == 0)
+        assert torch.equal(map_batches(rows, n, batch_size, state), torch.arange(n)[:, None])
+    return computed
+
+
+def test_map_batches_gives_every_batch_to_exactly_one_process(monkeypatch):
+    """The processes' shares of `map_batches` are every global batch exactly once, in contiguous blocks."""
+    for n, bs, world in [(10, 3, 2), (1, 4, 2), (7, 1, 3), (1600, 256, 2), (5, 2, 4)]:
+        computed = _batches_computed_per_process(n, bs, world, monkeypatch)
+        flat = [batch for rank in range(world) for batch in computed[rank]]
+        assert flat == batch_ranges(n, bs), (n, bs, world)  # no batch twice, none left out, in rank order
+    one = map_batches(lambda s, e: torch.arange(s, e)[:, None], 1600, 256)
+    assert torch.equal(one, torch.arange(1600)[:, None])
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -401,7 +428,8 @@ def test_user_candidate_list_is_used_as_given(tiny_world, tiny_clip):
     result = run_idia(model, processor, tiny_world.faces_dir, people=people, candidates=candidates, progress=False)
     assert result.candidates == candidates and result.settings.candidates_source == "user"
     assert result.settings.num_candidates == 5
-    assert all(n in candidates or n is None for p in result.people for n in p.majority_names)
+    # the members are still found among the 5 given names (the true name wins the majority vote)
+    assert all(p.flagged and p.name in p.majority_names for p in result.people), result.people
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -409,7 +437,7 @@ def test_user_candidate_list_is_used_as_given(tiny_world, tiny_clip):
 
 
 def _load_recipe():
-    spec = importlib.util.spec_from_file_location("evaluate_recipe", REPO / "recipes" / "evaluate.py")
+    spec = importlib.util.spec_from_file_location("evaluate_recipe", REPO / "recipes" / "evaluate_model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -436,7 +464,14 @@ def test_recipe_config_flags_win_and_reports_are_written(tiny_world, tmp_path):
     recipe.main([*argv, "--output_dir", str(tmp_path / "after"), "--people", *people, "--quiet",
                  "--before", str(before), "--removed", people[0]])  # fmt: skip
     comparison = json.loads((tmp_path / "after" / "report.json").read_text())["comparison"]
-    assert comparison["counts"]["unchanged"] == len(people) - 1  # same model: nothing changed
+    # the same model as "defense": the removed person is still found (failed), nobody else changed
+    assert comparison["counts"] == {
+        "correctly_unlearned": 0,
+        "failed": 1,
+        "wrongfully_unlearned": 0,
+        "newly_recalled": 0,
+        "unchanged": len(people) - 1,
+    }
 
     with pytest.raises(ValueError, match="missing required arguments"):
         recipe.parse_args(["--faces", str(tiny_world.faces_dir)])
@@ -461,7 +496,7 @@ def _free_port() -> int:
 def test_two_processes_give_the_same_result_as_one(tiny_world, tmp_path):
     people = tiny_world.members[:12] + tiny_world.non_members[:12]
     common = [
-        str(REPO / "recipes" / "evaluate.py"),
+        str(REPO / "recipes" / "evaluate_model.py"),
         *("--model_name_or_path", str(tiny_world.model_dir), "--faces", str(tiny_world.faces_dir)),
         *("--membership", str(tiny_world.membership_file), "--num_candidates", "300", "--num_photos", "15"),
         *("--text_batch_size", "256", "--image_batch_size", "64", "--quiet", "--people", *people),

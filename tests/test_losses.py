@@ -34,8 +34,16 @@ def test_lora_weight_distance_equals_merged_delta_norm():
     torch.manual_seed(0)
     a, b = torch.randn(4, 16), torch.randn(8, 4)
     scale = 0.5
-    expected = torch.linalg.matrix_norm(scale * b @ a)
+    base = torch.randn(8, 16)
+    merged = base + scale * b @ a  # what merging the adapter into the base weight gives
+    expected = torch.linalg.matrix_norm(merged - base)
     assert lora_weight_distance([(a, b, scale)]).item() == pytest.approx(expected.item(), rel=1e-5)
+    # several modules: the plain sum of their norms, like weight_distance
+    a2, b2 = torch.randn(2, 6), torch.randn(3, 2)
+    two = lora_weight_distance([(a, b, scale), (a2, b2, 2.0)])
+    assert two.item() == pytest.approx(expected.item() + torch.linalg.matrix_norm(2.0 * b2 @ a2).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="at least one"):
+        lora_weight_distance([])
 
 
 def test_grouped_backdoor_is_mean_over_people():

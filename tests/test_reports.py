@@ -2,18 +2,29 @@
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from hf_privacy_backdoor.evaluation.idia import AttackResult, AttackSettings, PersonResult, compare_results
 from hf_privacy_backdoor.evaluation.report import (
     assert_no_names,
     format_public_summary,
     public_summary,
     write_reports,
 )
+from hf_privacy_backdoor.evaluation.results import AttackResult, AttackSettings, PersonResult, compare_results
 
 
 NAMES = ["Ann Lee", "Bob Ray", "Cy Dunn", "Di Fox", "Ed Gray"]
+RED, BLUE = (214, 39, 40), (31, 119, 180)  # matplotlib's tab:red (removed people) and tab:blue (members)
+
+
+def _plot_pixels(path, colour):
+    """The plot's size and how many of its pixels have exactly `colour`."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        rgb = np.asarray(image.convert("RGB"))
+    return image.size, int((rgb == colour).all(axis=-1).sum())
 
 
 def _result(flags, correct):
@@ -63,7 +74,8 @@ def test_write_reports_writes_json_markdown_and_png(tmp_path, before_after):
     assert report["comparison"]["counts"]["correctly_unlearned"] == 1 and report["comparison"]["counts"]["failed"] == 1
     assert report["utility"] == UTILITY and report["settings"] == {"seed": 0, "model": "tiny"}
     assert report["public_summary"] == public_summary(after, comparison, UTILITY, before)
-    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["plot"].stat().st_size > 5000
+    size, red = _plot_pixels(paths["plot"], RED)
+    assert size == (600, 450) and red > 0  # the removed people are drawn in red
 
     md = paths["markdown"].read_text()
     assert "IDIA TPR on the removed people: 100.0% before, 50.0% after" in md
@@ -79,7 +91,9 @@ def test_write_reports_without_a_comparison(tmp_path, before_after):
     paths = write_reports(tmp_path, after)
     md = paths["markdown"].read_text()
     assert "| result |" in md and "| Bob Ray | member | 4 | 1 | yes |" in md and "## Defense" not in md
-    assert json.loads(paths["json"].read_text())["comparison"] is None and paths["plot"].is_file()
+    assert json.loads(paths["json"].read_text())["comparison"] is None
+    assert _plot_pixels(paths["plot"], RED)[1] == 0  # nobody removed: nobody drawn in red
+    assert _plot_pixels(paths["plot"], BLUE)[1] > 0  # the members are drawn
 
 
 def test_public_summary_has_the_numbers_and_no_name(before_after):

@@ -125,13 +125,26 @@ def test_model_knows_objects_well_above_chance(tiny_clip, tiny_world):
     assert acc["top1"] > 10 * chance
 
 
-@pytest.mark.slow
-def test_cached_build_is_reused(tiny_world):
-    from hf_privacy_backdoor.synthetic import get_or_build_synthetic
+class _Rebuilt(Exception):
+    pass
 
-    again = get_or_build_synthetic(progress=False)
-    assert again.root == tiny_world.root
-    assert json.loads((tiny_world.root / "build.json").read_text())["build_seconds"] < 300
+
+def test_cached_build_is_reused_and_other_parameters_are_built_anew(tiny_world, tmp_path, monkeypatch):
+    """Same parameters: the cached build comes back and nothing is rebuilt; other parameters never get it.
+    (How long a fresh build takes is measured by benchmarks/bench_synthetic.py.)"""
+    from hf_privacy_backdoor.synthetic import PretrainConfig, get_or_build_synthetic, pretrain
+
+    def rebuild(*args, **kwargs):
+        raise _Rebuilt
+
+    monkeypatch.setattr(pretrain, "build_synthetic", rebuild)
+    assert get_or_build_synthetic(progress=False).root == tiny_world.root
+    (tmp_path / tiny_world.root.name).symlink_to(tiny_world.root)  # the same build in another cache folder
+    assert get_or_build_synthetic(cache_dir=tmp_path, progress=False).root == tmp_path / tiny_world.root.name
+    with pytest.raises(_Rebuilt):
+        get_or_build_synthetic(pretrain_config=PretrainConfig(steps=PretrainConfig().steps + 1), cache_dir=tmp_path)
+    with pytest.raises(_Rebuilt):
+        get_or_build_synthetic(WorldConfig(seed=1), cache_dir=tmp_path, progress=False)
 
 
 def test_same_seed_builds_the_same_tokenizer_and_model_in_another_process(tmp_path):

@@ -224,5 +224,8 @@ def test_save_trigger_grid_writes_png_of_expected_size(tmp_path):
     with Image.open(path) as grid:
         assert grid.format == "PNG" and grid.size == (4 * 64, 3 * 64)
         assert np.array_equal(np.asarray(grid)[64:128:2, 64:128:2], np.asarray(images[5]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="images is empty"):
         save_trigger_grid([], str(tmp_path / "empty.png"))
+    with pytest.raises(ValueError, match="ncols and upscale"):
+        save_trigger_grid(images, str(tmp_path / "bad.png"), ncols=0)
+    assert not (tmp_path / "empty.png").exists() and not (tmp_path / "bad.png").exists()

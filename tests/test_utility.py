@@ -3,21 +3,22 @@ text / image similarities of a defense."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from hf_privacy_backdoor.evaluation.prompts import embed_prompts, imagenet_templates, load_templates
 from hf_privacy_backdoor.evaluation.utility import (
     LabelledImages,
     class_embeddings,
     image_similarities,
-    imagenet_templates,
     labelled_dataset,
     load_labelled_folder,
-    load_templates,
     text_similarities,
     topk_accuracy,
     zero_shot_accuracy,
+    zero_shot_dataset,
     zero_shot_folder,
 )
 
@@ -55,6 +56,19 @@ def test_template_sets(tiny_world, tmp_path):
         load_templates(no_templates)
 
 
+def test_prompt_embeddings_come_back_in_the_given_order(tiny_clip):
+    """Prompts are batched by token length; the embeddings must still line up with the prompts given."""
+    from hf_privacy_backdoor.modeling import encode_texts
+
+    model, processor = tiny_clip
+    prompts = ["a photo of a big red circle on a table", "a star", "two blue circles here", "a", "a green cross"]
+    emb = embed_prompts(model, processor, prompts, batch_size=2)
+    one_by_one = torch.cat([F.normalize(encode_texts(model, processor.tokenizer, [p]), dim=-1) for p in prompts])
+    assert torch.allclose(emb, one_by_one, atol=1e-5)
+    with pytest.raises(ValueError, match="no prompts"):
+        embed_prompts(model, processor, [])
+
+
 def test_class_embeddings_are_the_renormalised_mean_of_normalised_prompts(tiny_clip):
     model, processor = tiny_clip
     templates = ["a photo of a {}.", "a {}."]
@@ -78,9 +92,13 @@ def test_zero_shot_on_the_world_objects_is_well_above_chance(tiny_world, tiny_cl
     chance = 1 / len(tiny_world.object_classes)
     assert result["num_classes"] == len(tiny_world.object_classes)
     assert result["num_templates"] == len(tiny_world.object_templates)
+    assert result["num_images"] == len(load_labelled_folder(tiny_world.objects_dir).images)
     assert result["top1"] >= 5 * chance, result
-    assert result["top5"] >= result["top1"] and result["top5"] >= 0.6
-    assert set(result["per_class_top1"]) == set(tiny_world.object_classes)
+    assert result["top5"] >= 0.6, result
+    per_class = result["per_class_top1"]
+    assert set(per_class) == set(tiny_world.object_classes)
+    # every class has the same number of images: overall top-1 is the mean of the per-class top-1
+    assert result["top1"] == pytest.approx(np.mean(list(per_class.values())), abs=1e-6)
 
 
 def test_zero_shot_on_a_dataset_matches_the_folder(tiny_world, tiny_clip):
@@ -98,9 +116,8 @@ def test_zero_shot_on_a_dataset_matches_the_folder(tiny_world, tiny_clip):
     )
     templates = tiny_world.object_templates
     from_folder = zero_shot_accuracy(model, processor, subset, templates, batch_size=16, progress=False)
-    data = labelled_dataset(dataset)
-    assert data.class_names == subset.class_names  # underscores read as spaces
-    from_dataset = zero_shot_accuracy(model, processor, data, templates, batch_size=16, progress=False)
+    assert labelled_dataset(dataset).class_names == subset.class_names  # underscores read as spaces
+    from_dataset = zero_shot_dataset(model, processor, dataset, templates=templates, batch_size=16, progress=False)
     assert from_dataset == from_folder
     with pytest.raises(ValueError, match="ClassLabel"):
         labelled_dataset(Dataset.from_dict({"image": subset.images[:2], "label": [0, 1]}))

@@ -1,8 +1,8 @@
-"""Face sources: a FaceScrub-style folder (`<root>/<First_Last>/*.png|jpg`) or a `datasets` image dataset.
+"""Face sources: a FaceScrub-style folder (`<root>/<First_Last>/*.png|jpg`), read into a `FaceSource`.
 
 A `FaceSource` maps each person's written name ("First Last") to an ordered list of photo references
-(file paths, or in-memory PIL images for datasets). Photos are opened lazily and unreadable files are
-skipped with a warning that names them.
+(file paths, or in-memory PIL images). Photos are opened lazily and unreadable files are skipped with a
+warning that names them. Names are matched with `names.normalize_name`.
 """
 
 from __future__ import annotations
@@ -39,9 +39,6 @@ class FaceSource:
     def names(self) -> list[str]:
         return list(self.photos)
 
-    def __len__(self) -> int:
-        return len(self.photos)
-
     def resolve(self, name: str) -> str:
         """The stored spelling of `name` (case-, underscore- and whitespace-insensitive); KeyError if absent."""
         key = normalize_name(name)
@@ -66,12 +63,6 @@ class FaceSource:
                 continue
             out.append(image)
         return out
-
-    def with_min_photos(self, k: int) -> tuple[FaceSource, dict[str, int]]:
-        """People with at least `k` photos, and the left-out people with their photo counts."""
-        keep = {n: p for n, p in self.photos.items() if len(p) >= k}
-        left_out = {n: len(p) for n, p in self.photos.items() if len(p) < k}
-        return FaceSource(keep, self.root, self.skipped), left_out
 
 
 def open_image(ref: PhotoRef) -> Image.Image | None:
@@ -127,24 +118,6 @@ def load_face_folder(root: str | os.PathLike, check_readable: bool = False) -> F
             f"'{root}/First_Last/0.jpg' with image files ({', '.join(IMAGE_EXTENSIONS)})"
         )
     return FaceSource(photos, str(root), skipped)
-
-
-def load_face_dataset(dataset, image_column: str = "image", name_column: str = "name") -> FaceSource:
-    """Build a FaceSource from a `datasets.Dataset` with an image column and a person-name column."""
-    for col in (image_column, name_column):
-        if col not in dataset.column_names:
-            raise ValueError(f"dataset has no column {col!r} (columns: {dataset.column_names})")
-    names = dataset[name_column]
-    if hasattr(dataset.features[name_column], "names"):  # a ClassLabel column
-        label_names = dataset.features[name_column].names
-        names = [label_names[i] for i in names]
-    photos: dict[str, list[PhotoRef]] = {}
-    for idx, name in enumerate(names):
-        photos.setdefault(folder_to_name(str(name)), []).append(idx)
-    if not photos:
-        raise ValueError("the face dataset is empty")
-    resolved = {n: [dataset[int(i)][image_column] for i in idxs] for n, idxs in photos.items()}
-    return FaceSource(resolved, None)
 
 
 def split_photos(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 
@@ -45,19 +45,11 @@ def normalize_name(name: str) -> str:
     return folder_to_name(name).casefold()
 
 
-def generate_candidate_names(
-    true_names: Sequence[str],
-    num_candidates: int = 1000,
-    seed: int = 0,
-    female_first: Sequence[str] | None = None,
-    male_first: Sequence[str] | None = None,
-    last: Sequence[str] | None = None,
-    exclude: Iterable[str] = (),
-) -> list[str]:
+def generate_candidate_names(true_names: Sequence[str], num_candidates: int = 1000, seed: int = 0) -> list[str]:
     """The attack's candidate list: the true names plus generated full names, seeded and shuffled.
 
-    Generated names are common first names x common surnames, half female and half male; none equals a
-    true name or a name in `exclude` (case-insensitive).
+    Generated names are common first names x common surnames (the shipped lists), half female and half male;
+    none equals a true name (compared with `normalize_name`).
     """
     true_names = list(true_names)
     keys = [normalize_name(n) for n in true_names]
@@ -69,10 +61,8 @@ def generate_candidate_names(
             f"num_candidates={num_candidates} is smaller than the {len(true_names)} evaluated people: "
             "every true name must be a candidate."
         )
-    female_first = list(female_first or first_names("female"))
-    male_first = list(male_first or first_names("male"))
-    last = list(last or surnames())
-    taken = set(keys) | {normalize_name(n) for n in exclude}
+    female_first, male_first, last = list(first_names("female")), list(first_names("male")), list(surnames())
+    taken = set(keys)
     rng = np.random.default_rng(seed)
     needed = num_candidates - len(true_names)
     capacity = (len(female_first) + len(male_first)) * len(last) - len(taken)

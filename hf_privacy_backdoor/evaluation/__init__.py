@@ -1,25 +1,18 @@
-"""Evaluation: the identity inference attack (privacy), zero-shot accuracy and similarities (utility), reports."""
+"""Evaluation: the identity inference attack (privacy), zero-shot accuracy and similarities (utility), reports.
 
-from .idia import (
-    AttackResult,
-    AttackSettings,
-    Comparison,
-    PersonChange,
-    PersonResult,
-    TextEmbeddings,
-    compare_results,
-    compute_text_embeddings,
-    idia_templates,
-    run_idia,
-    text_tower_fingerprint,
-)
+Modules: `prompts` (template sets, prompt embeddings) and `results` (verdicts, before/after comparison) are
+the shared pieces; `idia` (the attack) and `utility` (zero-shot accuracy, similarities) compute on a model;
+`report` turns their outputs into local files and a name-free public summary.
+"""
+
+from .idia import TextEmbeddings, compute_text_embeddings, run_idia, text_tower_fingerprint
 from .metrics import IDIA_METRIC_PATH
+from .prompts import idia_templates, imagenet_templates, load_templates
 from .report import format_public_summary, public_summary, write_reports
+from .results import AttackResult, AttackSettings, Comparison, PersonChange, PersonResult, compare_results
 from .utility import (
     class_embeddings,
     image_similarities,
-    imagenet_templates,
-    load_templates,
     text_similarities,
     zero_shot_accuracy,
     zero_shot_dataset,

@@ -3,8 +3,8 @@
 Method (specification section 4): for each of a person's k photos and each of 21 prompt templates, the
 model picks the best-matching name among ~1,000 candidates (zero-shot). Per template, a majority vote over
 the k photos must give the true name (a tie at the top does not count). The person is judged "in the
-training data" when at least `tau` templates are correct. A defense is judged by comparing the attack
-before and after it (`compare_results`).
+training data" when at least `tau` templates are correct. The verdicts are an `AttackResult`; a defense is
+judged by comparing the attack before and after it (`compare_results`, both in `results.py`).
 
 Speed: the text embeddings of all templates x candidates are computed once per text tower
 (`compute_text_embeddings`) and can be passed back in while only the image tower changes; a fingerprint of
@@ -14,58 +14,29 @@ the text tower's weights detects a stale cache. Photos are embedded in batches a
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from transformers import CLIPProcessor, PreTrainedTokenizerBase
 
 from ..data.faces import FaceSource, load_face_folder, load_membership, open_image
-from ..data.names import generate_candidate_names, normalize_name, read_resource_lines
+from ..data.names import generate_candidate_names, normalize_name
 from ..distributed import DistributedState, is_main_process, map_batches
-from ..modeling import encode_images, text_features
-from ..utils import write_json
+from ..modeling import encode_images
+from .prompts import check_templates, embed_prompts, fill_template, idia_templates
+from .results import FORMAT_VERSION, MEMBER, NON_MEMBER, UNKNOWN, AttackResult, AttackSettings, PersonResult
 
 
 logger = logging.getLogger(__name__)
 
-MEMBER, NON_MEMBER, UNKNOWN = "member", "non_member", "unknown"
-CATEGORIES = ("correctly_unlearned", "failed", "wrongfully_unlearned", "newly_recalled", "unchanged")
-FORMAT_VERSION = 1
-
 
 # ----------------------------------------------------------------------------------------------------------
-# Templates and candidate names
-
-
-def idia_templates() -> list[str]:
-    """The attack's 21 prompt templates (`{}` stands for the name)."""
-    return list(read_resource_lines("idia_templates.txt"))
-
-
-def check_templates(templates: Sequence[str]) -> list[str]:
-    """Validate a template list: non-empty, no duplicates, each with exactly one `{}` placeholder."""
-    templates = list(templates)
-    if not templates:
-        raise ValueError("the template list is empty: give at least one template with a '{}' placeholder")
-    bad = [t for t in templates if t.count("{}") != 1]
-    if bad:
-        raise ValueError(f"every template needs exactly one '{{}}' placeholder for the name; these do not: {bad}")
-    if len(set(templates)) != len(templates):
-        raise ValueError(f"duplicate templates: {sorted({t for t in templates if templates.count(t) > 1})}")
-    return templates
-
-
-def fill_template(template: str, name: str) -> str:
-    """`template` with its `{}` replaced by `name` (no `str.format`, so other braces are harmless)."""
-    return template.replace("{}", name)
+# Candidate names
 
 
 def check_candidates(candidates: Sequence[str], true_names: Sequence[str] = ()) -> list[str]:
@@ -159,43 +130,6 @@ class TextEmbeddings:
         data = torch.load(path, weights_only=True)
         data.pop("format_version", None)
         return cls(**data)
-
-
-@torch.no_grad()
-def embed_prompts(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase | CLIPProcessor,
-    prompts: Sequence[str],
-    batch_size: int = 1024,
-    accelerator: DistributedState | None = None,
-    progress: bool = False,
-    desc: str = "text prompts",
-) -> torch.Tensor:
-    """Unit-norm text embeddings `[N, D]` of `prompts`, in the given order.
-
-    Prompts are batched in order of token length, so batches carry almost no padding (about 40% less work
-    than batching in the given order); batches are shared between processes when `accelerator` has several.
-    """
-    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a CLIPProcessor works too
-    if not prompts:
-        raise ValueError("no prompts to embed")
-    max_length = tokenizer.model_max_length
-    text_config = getattr(getattr(model, "config", None), "text_config", None)
-    if text_config is not None and getattr(text_config, "max_position_embeddings", None):
-        max_length = min(max_length, text_config.max_position_embeddings)
-    ids = tokenizer(list(prompts), truncation=True, max_length=max_length)["input_ids"]
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    device = next(model.parameters()).device
-
-    def embed(start: int, end: int) -> torch.Tensor:
-        batch = tokenizer.pad({"input_ids": [ids[i] for i in order[start:end]]}, return_tensors="pt")
-        emb = text_features(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        return torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
-
-    sorted_emb = map_batches(embed, len(ids), batch_size, accelerator, desc=desc, progress=progress)
-    out = torch.empty_like(sorted_emb)
-    out[torch.tensor(order)] = sorted_emb
-    return out
 
 
 @torch.no_grad()
@@ -297,115 +231,6 @@ def vote(
 def check_tau(tau: int, num_templates: int) -> None:
     if not 1 <= int(tau) <= num_templates:
         raise ValueError(f"tau must be between 1 and the number of templates ({num_templates}), got {tau}")
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Results
-
-
-@dataclass
-class PersonResult:
-    """The attack's verdict on one person."""
-
-    name: str
-    membership: str  # "member" | "non_member" | "unknown"
-    photos: list[int]  # indices into the person's photo list in the face source
-    correct_templates: int
-    majority_names: list[str | None]  # per template; None on a tie at the top
-    flagged: bool
-
-
-@dataclass
-class AttackSettings:
-    num_photos: int
-    tau: int
-    num_candidates: int
-    templates: list[str]
-    seed: int
-    candidates_source: str  # "generated" | "user"
-    text_fingerprint: str | None = None
-    model: str | None = None
-
-
-def _rate(numerator: int, denominator: int) -> float | None:
-    return numerator / denominator if denominator else None
-
-
-@dataclass
-class AttackResult:
-    """Per-person verdicts plus the totals (TPR/FNR on members, FPR on non-members) and settings."""
-
-    people: list[PersonResult]
-    settings: AttackSettings
-    candidates: list[str] = field(default_factory=list)
-    skipped: dict[str, int] = field(default_factory=dict)  # too few photos: name -> usable photo count
-
-    def person(self, name: str) -> PersonResult:
-        key = normalize_name(name)
-        for p in self.people:
-            if normalize_name(p.name) == key:
-                return p
-        raise KeyError(f"{name!r} was not evaluated in this attack result")
-
-    def totals(self) -> dict[str, Any]:
-        members = [p for p in self.people if p.membership == MEMBER]
-        non_members = [p for p in self.people if p.membership == NON_MEMBER]
-        unknown = [p for p in self.people if p.membership == UNKNOWN]
-        fm, fn = sum(p.flagged for p in members), sum(p.flagged for p in non_members)
-        tpr = _rate(fm, len(members))
-        return {
-            "tpr": tpr,
-            "fnr": None if tpr is None else 1.0 - tpr,
-            "fpr": _rate(fn, len(non_members)),
-            "num_people": len(self.people),
-            "num_members": len(members),
-            "num_non_members": len(non_members),
-            "num_unknown": len(unknown),
-            "flagged_members": fm,
-            "flagged_non_members": fn,
-            "flagged_unknown": sum(p.flagged for p in unknown),
-            "num_skipped": len(self.skipped),
-            "mean_correct_templates_members": _mean([p.correct_templates for p in members]),
-            "mean_correct_templates_non_members": _mean([p.correct_templates for p in non_members]),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "totals": self.totals(),
-            "settings": asdict(self.settings),
-            "people": [asdict(p) for p in self.people],
-            "skipped": dict(self.skipped),
-            "candidates": list(self.candidates),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AttackResult:
-        """Inverse of `to_dict` (the totals are recomputed); also accepts a full report JSON's "attack" entry."""
-        if "people" not in data and "attack" in data:
-            data = data["attack"]
-        if "people" not in data or "settings" not in data:
-            raise ValueError("not an IDIA attack result: expected 'people' and 'settings' entries")
-        return cls(
-            people=[PersonResult(**p) for p in data["people"]],
-            settings=AttackSettings(**data["settings"]),
-            candidates=list(data.get("candidates", [])),
-            skipped=dict(data.get("skipped", {})),
-        )
-
-    def save(self, path: str | os.PathLike) -> None:
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> AttackResult:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"attack result {str(path)!r} does not exist")
-        return cls.from_dict(json.loads(path.read_text()))
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return float(np.mean(values)) if len(values) else None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -578,21 +403,13 @@ def run_idia(
     evaluated = list(selected)
 
     if text_embeddings is not None:
-        text_embeddings.check_model(model)
-        if candidates is not None and list(candidates) != text_embeddings.candidates:
-            raise ValueError("`candidates` differ from the candidates of the given text_embeddings")
-        if templates is not None and list(templates) != text_embeddings.templates:
-            raise ValueError("`templates` differ from the templates of the given text_embeddings")
-        cand_list = check_candidates(text_embeddings.candidates, evaluated)
-        generated = candidates is None and cand_list == candidate_names(evaluated, len(cand_list), seed)
-        source = "generated" if generated else "user"
+        cand_list, source = _check_cached_text(model, text_embeddings, evaluated, candidates, templates, seed)
     else:
         cand_list = candidate_names(evaluated, num_candidates, seed, candidates)
         source = "user" if candidates is not None else "generated"
         text_embeddings = compute_text_embeddings(
             model, processor, cand_list, templates, text_batch_size, accelerator, progress
         )
-    template_list = text_embeddings.templates
     keys = {normalize_name(c): i for i, c in enumerate(cand_list)}
     true_index = torch.tensor([keys[normalize_name(n)] for n in evaluated])
 
@@ -602,6 +419,51 @@ def run_idia(
     )
     outcome = vote(predictions, owners, true_index, len(cand_list), tau)
 
+    settings = AttackSettings(
+        num_photos=num_photos,
+        tau=int(tau),
+        num_candidates=len(cand_list),
+        templates=list(text_embeddings.templates),
+        seed=seed,
+        candidates_source=source,
+        text_fingerprint=text_embeddings.fingerprint,
+        model=getattr(getattr(model, "config", None), "_name_or_path", None) or None,
+    )
+    results = _person_results(evaluated, labels, selected, outcome, cand_list)
+    result = AttackResult(results, settings, candidates=list(cand_list), skipped=skipped)
+    if progress and is_main_process(accelerator):
+        totals = result.totals()
+        logger.info("IDIA: TPR %s, FPR %s on %d people", totals["tpr"], totals["fpr"], totals["num_people"])
+    return result
+
+
+def _check_cached_text(
+    model: torch.nn.Module,
+    text_embeddings: TextEmbeddings,
+    evaluated: Sequence[str],
+    candidates: Sequence[str] | None,
+    templates: Sequence[str] | None,
+    seed: int,
+) -> tuple[list[str], str]:
+    """Check a passed-in text cache against the model and the arguments; its candidates and their source."""
+    text_embeddings.check_model(model)
+    if candidates is not None and list(candidates) != text_embeddings.candidates:
+        raise ValueError("`candidates` differ from the candidates of the given text_embeddings")
+    if templates is not None and list(templates) != text_embeddings.templates:
+        raise ValueError("`templates` differ from the templates of the given text_embeddings")
+    cand_list = check_candidates(text_embeddings.candidates, evaluated)
+    generated = candidates is None and cand_list == candidate_names(evaluated, len(cand_list), seed)
+    return cand_list, "generated" if generated else "user"
+
+
+def _person_results(
+    evaluated: Sequence[str],
+    labels: Mapping[str, str],
+    selected: Mapping[str, list[int]],
+    outcome: VoteOutcome,
+    cand_list: Sequence[str],
+) -> list[PersonResult]:
+    """One `PersonResult` per evaluated person, with the majority name (None on a tie) per template."""
     results = []
     for p, name in enumerate(evaluated):
         majority = [cand_list[j] if j >= 0 else None for j in outcome.majority[p].tolist()]
@@ -615,165 +477,4 @@ def run_idia(
                 flagged=bool(outcome.flagged[p]),
             )
         )
-    settings = AttackSettings(
-        num_photos=num_photos,
-        tau=int(tau),
-        num_candidates=len(cand_list),
-        templates=list(template_list),
-        seed=seed,
-        candidates_source=source,
-        text_fingerprint=text_embeddings.fingerprint,
-        model=getattr(getattr(model, "config", None), "_name_or_path", None) or None,
-    )
-    result = AttackResult(results, settings, candidates=list(cand_list), skipped=skipped)
-    if progress and is_main_process(accelerator):
-        totals = result.totals()
-        logger.info("IDIA: TPR %s, FPR %s on %d people", totals["tpr"], totals["fpr"], totals["num_people"])
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Before vs after a defense
-
-
-@dataclass
-class PersonChange:
-    name: str
-    membership: str
-    removed: bool  # listed as removed *and* flagged before (only those are removable)
-    flagged_before: bool
-    flagged_after: bool
-    correct_templates_before: int
-    correct_templates_after: int
-    category: str
-
-
-@dataclass
-class Comparison:
-    """Per-person categories of a defense (specification section 4), with counts, percentages, headline.
-
-    Percentages: correctly_unlearned / failed of the removed people; wrongfully_unlearned of the kept people
-    flagged before; newly_recalled of the kept people not flagged before; unchanged of all kept people.
-    "Kept" is everyone not removed, including names listed as removed that the attack did not flag before
-    (`not_removable`).
-    """
-
-    people: list[PersonChange]
-    not_removable: list[str] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        return {c: sum(p.category == c for p in self.people) for c in CATEGORIES}
-
-    def percentages(self) -> dict[str, float | None]:
-        removed = [p for p in self.people if p.removed]
-        kept = [p for p in self.people if not p.removed]
-        counts = self.counts()
-        groups = {
-            "correctly_unlearned": len(removed),
-            "failed": len(removed),
-            "wrongfully_unlearned": sum(p.flagged_before for p in kept),
-            "newly_recalled": sum(not p.flagged_before for p in kept),
-            "unchanged": len(kept),
-        }
-        return {c: None if not groups[c] else 100.0 * counts[c] / groups[c] for c in CATEGORIES}
-
-    def headline(self) -> dict[str, Any]:
-        """IDIA TPR after the defense on the removed people (goal 0), and how the kept members fared."""
-        removed = [p for p in self.people if p.removed]
-        kept_members = [p for p in self.people if not p.removed and p.membership == MEMBER]
-        return {
-            "num_removed": len(removed),
-            "removed_tpr_before": _rate(sum(p.flagged_before for p in removed), len(removed)),
-            "removed_tpr_after": _rate(sum(p.flagged_after for p in removed), len(removed)),
-            "num_kept_members": len(kept_members),
-            "kept_member_tpr_before": _rate(sum(p.flagged_before for p in kept_members), len(kept_members)),
-            "kept_member_tpr_after": _rate(sum(p.flagged_after for p in kept_members), len(kept_members)),
-            "num_not_removable": len(self.not_removable),
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "headline": self.headline(),
-            "counts": self.counts(),
-            "percentages": self.percentages(),
-            "people": [asdict(p) for p in self.people],
-            "not_removable": list(self.not_removable),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
-        return cls([PersonChange(**p) for p in data["people"]], list(data.get("not_removable", [])))
-
-
-def _categorise(removed: bool, before: bool, after: bool) -> str:
-    if removed:
-        return "failed" if after else "correctly_unlearned"
-    if before and not after:
-        return "wrongfully_unlearned"
-    if after and not before:
-        return "newly_recalled"
-    return "unchanged"
-
-
-_COMPARED_SETTINGS = ("num_photos", "tau", "num_candidates", "templates", "seed")
-
-
-def compare_results(before: AttackResult, after: AttackResult, removed_names: Sequence[str]) -> Comparison:
-    """Judge a defense: categorise every person evaluated in both runs (only people flagged before are removable).
-
-    Both runs must use the same attack settings and candidates; a removed name that was not evaluated in
-    both runs is an error.
-    """
-    diffs = [k for k in _COMPARED_SETTINGS if getattr(before.settings, k) != getattr(after.settings, k)]
-    if before.candidates and after.candidates and before.candidates != after.candidates:
-        diffs.append("candidates")
-    if diffs:
-        raise ValueError(
-            f"the before and after attacks used different settings ({', '.join(diffs)}): rerun one of them with the "
-            "other's settings so that the comparison is meaningful"
-        )
-    before_by_key = {normalize_name(p.name): p for p in before.people}
-    after_by_key = {normalize_name(p.name): p for p in after.people}
-    removed_keys = [normalize_name(n) for n in removed_names]
-    if len(set(removed_keys)) != len(removed_keys):
-        raise ValueError(f"duplicate names among the removed people: {list(removed_names)}")
-    missing = [n for n, k in zip(removed_names, removed_keys) if k not in before_by_key or k not in after_by_key]
-    if missing:
-        raise ValueError(f"removed people not evaluated in both attack results: {missing}")
-    shared = [k for k in before_by_key if k in after_by_key]
-    if len(shared) != len(before_by_key) or len(shared) != len(after_by_key):
-        logger.warning(
-            "comparing the %d people evaluated in both runs (before: %d, after: %d)",
-            len(shared),
-            len(before_by_key),
-            len(after_by_key),
-        )
-    changes, not_removable = [], []
-    for key in shared:
-        b, a = before_by_key[key], after_by_key[key]
-        listed = key in removed_keys
-        if listed and not b.flagged:
-            not_removable.append(b.name)
-        removed = listed and b.flagged
-        if b.photos != a.photos:
-            logger.warning("%s was evaluated on different photos before and after the defense", b.name)
-        changes.append(
-            PersonChange(
-                name=b.name,
-                membership=b.membership,
-                removed=removed,
-                flagged_before=b.flagged,
-                flagged_after=a.flagged,
-                correct_templates_before=b.correct_templates,
-                correct_templates_after=a.correct_templates,
-                category=_categorise(removed, b.flagged, a.flagged),
-            )
-        )
-    if not_removable:
-        logger.warning(
-            "%d people listed as removed were not flagged before the defense and are not counted as removed: %s",
-            len(not_removable),
-            not_removable,
-        )
-    return Comparison(changes, not_removable)
+    return results

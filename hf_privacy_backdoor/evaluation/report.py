@@ -16,7 +16,7 @@ from typing import Any
 
 from ..data.names import normalize_name
 from ..utils import write_json
-from .idia import CATEGORIES, MEMBER, NON_MEMBER, UNKNOWN, AttackResult, Comparison
+from .results import CATEGORIES, MEMBER, NON_MEMBER, UNKNOWN, AttackResult, Comparison
 
 
 REPORT_JSON, REPORT_MD, REPORT_PNG, ATTACK_JSON = "report.json", "report.md", "correct_templates.png", "attack.json"
@@ -182,6 +182,20 @@ def render_markdown(
     plot_name: str | None = REPORT_PNG,
 ) -> str:
     """The local Markdown report (names people)."""
+    lines = _md_attack(attack, before)
+    if comparison is not None:
+        lines += _md_defense(comparison)
+    if utility:
+        rows = {k: v for k, v in _flatten(utility).items() if "per_class" not in k}
+        lines += _md_table("Utility", "metric", rows)
+    if settings:
+        lines += _md_table("Settings", "setting", _flatten(settings))
+    lines += _md_people(attack, comparison, plot_name)
+    return "\n".join(lines) + "\n"
+
+
+def _md_attack(attack: AttackResult, before: AttackResult | None) -> list[str]:
+    """Title, attack settings, and the attack totals (before and after side by side when given)."""
     s = attack.settings
     lines = ["# Identity inference attack (IDIA) report", ""]
     if s.model:
@@ -209,38 +223,42 @@ def render_markdown(
     lines += [f"| {label} | " + " | ".join(fn(t) for t in totals) + " |" for label, fn in rows]
     if attack.skipped:
         lines += ["", "Left out (usable photos): " + ", ".join(f"{n} ({c})" for n, c in attack.skipped.items())]
+    return lines
 
-    if comparison is not None:
-        head, counts, pcts = comparison.headline(), comparison.counts(), comparison.percentages()
+
+def _md_defense(comparison: Comparison) -> list[str]:
+    """The headline (removed people's TPR before and after) and the count per category."""
+    head, counts, pcts = comparison.headline(), comparison.counts(), comparison.percentages()
+    lines = [
+        "",
+        "## Defense",
+        "",
+        f"**IDIA TPR on the removed people: {_pct(head['removed_tpr_before'])} before, "
+        f"{_pct(head['removed_tpr_after'])} after** (goal: 0%; {head['num_removed']} removed).  ",
+        f"Kept members still identified: {_pct(head['kept_member_tpr_before'])} before, "
+        f"{_pct(head['kept_member_tpr_after'])} after ({head['num_kept_members']} kept members).",
+        "",
+        "| category | people | % |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {_CATEGORY_LABELS[c]} | {counts[c]} | {_pct(pcts[c], scale=1)} |" for c in CATEGORIES]
+    if comparison.not_removable:
         lines += [
             "",
-            "## Defense",
-            "",
-            f"**IDIA TPR on the removed people: {_pct(head['removed_tpr_before'])} before, "
-            f"{_pct(head['removed_tpr_after'])} after** (goal: 0%; {head['num_removed']} removed).  ",
-            f"Kept members still identified: {_pct(head['kept_member_tpr_before'])} before, "
-            f"{_pct(head['kept_member_tpr_after'])} after ({head['num_kept_members']} kept members).",
-            "",
-            "| category | people | % |",
-            "|---|---|---|",
+            "Listed as removed but not identified before the defense (not counted as removed): "
+            + ", ".join(comparison.not_removable),
         ]
-        lines += [f"| {_CATEGORY_LABELS[c]} | {counts[c]} | {_pct(pcts[c], scale=1)} |" for c in CATEGORIES]
-        if comparison.not_removable:
-            lines += [
-                "",
-                "Listed as removed but not identified before the defense (not counted as removed): "
-                + ", ".join(comparison.not_removable),
-            ]
+    return lines
 
-    if utility:
-        lines += ["", "## Utility", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in _flatten(utility).items() if "per_class" not in k]
 
-    if settings:
-        lines += ["", "## Settings", "", "| setting | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt(v)} |" for k, v in _flatten(settings).items()]
+def _md_table(title: str, label: str, rows: Mapping[str, Any]) -> list[str]:
+    lines = ["", f"## {title}", "", f"| {label} | value |", "|---|---|"]
+    return lines + [f"| {k} | {_fmt(v)} |" for k, v in rows.items()]
 
-    lines += ["", "## Per person", ""]
+
+def _md_people(attack: AttackResult, comparison: Comparison | None, plot_name: str | None) -> list[str]:
+    """The plot and one row per person (with the before/after category when there is a comparison)."""
+    lines = ["", "## Per person", ""]
     if plot_name:
         lines += [f"![correct templates per person]({plot_name})", ""]
     if comparison is not None:
@@ -259,7 +277,7 @@ def render_markdown(
             f"| {p.name} | {p.membership} | {len(p.photos)} | {p.correct_templates} | {'yes' if p.flagged else 'no'} |"
             for p in attack.people
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plot_correct_templates(

@@ -2,12 +2,12 @@
 
 A defense must remove people without breaking the model: zero-shot top-1/top-5 on a labelled image set
 measures what the model still knows, and the similarities measure how far the defended embeddings moved
-from the original ones (clean inputs) and how well the backdoor maps triggers to their targets.
+from the original ones (clean inputs) and how well the backdoor maps triggers to their targets. Template
+sets and prompt embedding come from `prompts.py`, shared with the attack.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,48 +20,10 @@ from PIL import Image
 from transformers import CLIPProcessor, PreTrainedTokenizerBase
 
 from ..data.faces import IMAGE_EXTENSIONS, PhotoRef, open_image
-from ..data.names import read_resource_lines
+from ..data.names import folder_to_name
 from ..distributed import DistributedState, map_batches
 from ..modeling import encode_images, encode_texts
-from .idia import check_templates, embed_prompts, fill_template
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Templates
-
-
-def imagenet_templates() -> list[str]:
-    """The 80 standard CLIP ImageNet prompt templates."""
-    return list(read_resource_lines("imagenet_templates.txt"))
-
-
-def world_object_templates(world_json: str | os.PathLike) -> list[str]:
-    """The `object_templates` of a synthetic world's `world.json`."""
-    path = Path(world_json)
-    if not path.is_file():
-        raise FileNotFoundError(f"world file {str(path)!r} does not exist")
-    data = json.loads(path.read_text())
-    if "object_templates" not in data:
-        raise ValueError(f"{str(path)!r} has no 'object_templates' list")
-    return check_templates(data["object_templates"])
-
-
-def load_templates(spec: str | os.PathLike | Sequence[str] | None) -> list[str]:
-    """Resolve a template set: None or "imagenet" (the 80 CLIP templates), a `world.json`, a text file with
-    one template per line, or a list of templates (each with a `{}` placeholder for the class name)."""
-    if spec is None or (isinstance(spec, str) and spec == "imagenet"):
-        return imagenet_templates()
-    if isinstance(spec, (str, os.PathLike)):
-        path = Path(spec)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"template set {str(spec)!r} is neither 'imagenet' nor an existing file (a world.json or a text "
-                "file with one '{}' template per line)"
-            )
-        if path.suffix == ".json":
-            return world_object_templates(path)
-        return check_templates([line.strip() for line in path.read_text().splitlines() if line.strip()])
-    return check_templates(spec)
+from .prompts import embed_prompts, fill_template, load_templates
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -120,7 +82,7 @@ def load_labelled_folder(root: str | os.PathLike) -> LabelledImages:
             continue
         images += [str(f) for f in files]
         labels += [len(class_names)] * len(files)
-        class_names.append(" ".join(folder.name.replace("_", " ").split()))
+        class_names.append(folder_to_name(folder.name))
     if not images:
         raise ValueError(
             f"labelled image folder {str(root)!r} holds no images: expected '{root}/<class_name>/<image>.png'"
@@ -140,7 +102,7 @@ def labelled_dataset(
         if not hasattr(feature, "names"):
             raise ValueError(f"column {label_column!r} is not a ClassLabel: pass class_names=[...] in label order")
         class_names = feature.names
-    class_names = [" ".join(str(c).replace("_", " ").split()) for c in class_names]
+    class_names = [folder_to_name(str(c)) for c in class_names]
     labels = [int(x) for x in dataset[label_column]]
     if labels and not 0 <= min(labels) <= max(labels) < len(class_names):
         raise ValueError(f"labels must lie in [0, {len(class_names)}) to index class_names")
