@@ -10,7 +10,8 @@ identical to it (no duplicated or dropped items, no padding).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Union
 
 import torch
@@ -30,16 +31,55 @@ def batch_ranges(num_items: int, batch_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + batch_size, num_items)) for s in range(0, num_items, batch_size)]
 
 
+# Variables in which torchrun (accelerate's multi-process launchers) and MPI tell each process the group size.
+WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+HOW_TO_LAUNCH = (
+    "To run N processes, launch with `accelerate launch --config_file recipes/accelerate_configs/multi_cpu.yaml "
+    "SCRIPT ...` (two CPU processes), `accelerate launch --multi_gpu --num_processes N SCRIPT ...` (gloo when "
+    "there is no GPU) or `torchrun --nproc_per_node N SCRIPT ...`. `accelerate launch --cpu`, "
+    "`--num_processes N` without `--multi_gpu`, and configs with `distributed_type: MULTI_CPU` (without mpirun) "
+    "start a single process."
+)
+
+
 def distributed_state():
     """The process group when launched with accelerate / torchrun (None for one process).
 
     Without a GPU, accelerate only forms a (gloo) group when told to use the CPU, hence `cpu=True` there.
+    Raises ValueError when the launch asked for more processes than joined the group (see `check_launch`).
     """
     from accelerate import PartialState
 
+    environ = dict(os.environ)  # as the launcher left it: accelerate rewrites some of these variables
     has_gpu = torch.cuda.is_available() or (hasattr(torch, "accelerator") and torch.accelerator.is_available())
     state = PartialState(cpu=not has_gpu)
+    check_launch(state.num_processes, environ)
     return state if state.num_processes > 1 else None
+
+
+def check_launch(num_processes: int, environ: Mapping[str, str] | None = None) -> None:
+    """Fail loudly when a run that was asked for several processes got fewer.
+
+    Two ways this happens, both silent in accelerate 1.x: a launcher exports a group size (`WORLD_SIZE`, ...)
+    that the process group does not reach; or accelerate's single-process launcher, which exports
+    `ACCELERATE_USE_CPU` always and `MASTER_ADDR` only when asked for more than one process, starts just one.
+    """
+    environ = os.environ if environ is None else environ
+    for name in WORLD_SIZE_VARIABLES:
+        requested = int(environ.get(name) or 0)
+        if requested > num_processes:
+            raise ValueError(
+                f"launched as one of {requested} processes ({name}={requested}), but the process group has "
+                f"{num_processes}. {HOW_TO_LAUNCH}"
+            )
+    launched_alone = not any(environ.get(name) for name in WORLD_SIZE_VARIABLES)
+    if num_processes == 1 and launched_alone and "ACCELERATE_USE_CPU" in environ and "MASTER_ADDR" in environ:
+        raise ValueError(
+            "`accelerate launch` was asked for several processes but started only this one (its single-process "
+            f"launcher exported MASTER_ADDR={environ['MASTER_ADDR']} for a group it never started). "
+            f"{HOW_TO_LAUNCH} For one process, do not ask for more (and unset MASTER_ADDR if you exported it)."
+        )
 
 
 def is_main_process(accelerator: DistributedState | None) -> bool:

@@ -14,16 +14,11 @@ The defenses use the synthetic recipes (`recipes/synthetic_<defense>.yaml`), so 
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
-
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-from hf_privacy_backdoor.cli import parse_args, setup_logging  # noqa: E402
-from hf_privacy_backdoor.config import BackdoorUnlearningConfig  # noqa: E402
-from hf_privacy_backdoor.run import UnlearnArguments, format_run_summary, run_unlearning  # noqa: E402
+from hf_privacy_backdoor.cli import parse_args, setup_logging
+from hf_privacy_backdoor.run import RUN_ARGUMENTS, format_run_summary, run_unlearning
 
 
 RECIPES = Path(__file__).resolve().parent
@@ -50,8 +45,8 @@ def main(argv=None):
     for i, defense in enumerate(opts.defenses):
         recipe = RECIPES / f"synthetic_{defense}{'_lora' if opts.lora else ''}.yaml"
         print(f"\n== {i + 2}. {defense} defense ({recipe.name}): attack, defend two flagged members, attack again")
-        args, config = parse_args(
-            [UnlearnArguments, BackdoorUnlearningConfig],
+        parsed = parse_args(
+            RUN_ARGUMENTS,
             [
                 "--config",
                 str(recipe),
@@ -63,7 +58,7 @@ def main(argv=None):
                 "false",
             ],
         )
-        result = run_unlearning(args, config)
+        result = run_unlearning(*parsed)
         print(format_run_summary(result))
     print(
         f"\nDone in {time.time() - start:.0f} s. Files named 'private/' list the removed people: never publish them."

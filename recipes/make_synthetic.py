@@ -9,15 +9,10 @@ and `<dir>/model` (CLIPModel + CLIPProcessor, `from_pretrained`-loadable). The b
 run leaves nothing half-written.
 """
 
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 
-
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-from hf_privacy_backdoor.cli import parse_args, setup_logging  # noqa: E402
+from hf_privacy_backdoor.cli import parse_args, setup_logging
 
 
 @dataclass

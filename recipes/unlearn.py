@@ -14,22 +14,13 @@ Outputs in --output_dir: the defended model + processor (`save_pretrained`; with
 names: never publish it).
 """
 
-import os
-import sys
-
-
-# recipes/evaluate.py must not shadow the `evaluate` package for anything this script imports
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-from hf_privacy_backdoor.cli import parse_args, setup_logging  # noqa: E402
-from hf_privacy_backdoor.config import BackdoorUnlearningConfig  # noqa: E402
-from hf_privacy_backdoor.run import UnlearnArguments, format_run_summary, run_unlearning  # noqa: E402
+from hf_privacy_backdoor.cli import parse_args, setup_logging
+from hf_privacy_backdoor.run import RUN_ARGUMENTS, format_run_summary, run_unlearning
 
 
 def main(argv=None):
     setup_logging()
-    args, config = parse_args([UnlearnArguments, BackdoorUnlearningConfig], argv)
-    result = run_unlearning(args, config)
+    result = run_unlearning(*parse_args(RUN_ARGUMENTS, argv))
     if result.summary:
         print(format_run_summary(result))
     return result

@@ -1,4 +1,5 @@
-"""Two CPU processes under accelerate (gloo): replicas stay identical and match a one-process run."""
+"""Two CPU processes under accelerate (gloo): replicas stay identical and match a one-process run; a launch that
+starts fewer processes than it was asked for fails."""
 
 import json
 import os
@@ -10,8 +11,48 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from hf_privacy_backdoor.distributed import check_launch
+
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+# what accelerate's single-process launcher exports when asked for 2 processes (`--cpu`, a MULTI_CPU config)
+SIMPLE_LAUNCHER_ASKED_FOR_TWO = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{}, {"ACCELERATE_USE_CPU": "False"}, {"WORLD_SIZE": "1"}, {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "1234"}],
+    ids=["plain python", "accelerate launch, one process", "torchrun, one process", "exported MASTER_ADDR"],
+)
+def test_a_one_process_launch_passes(environ):
+    check_launch(1, environ)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [{**SIMPLE_LAUNCHER_ASKED_FOR_TWO, "WORLD_SIZE": "2"}, {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}],
+    ids=["accelerate --multi_gpu", "torchrun"],
+)
+def test_a_full_process_group_passes(environ):
+    check_launch(2, environ)
+
+
+@pytest.mark.parametrize(
+    "num_processes, environ, message",
+    [
+        (1, SIMPLE_LAUNCHER_ASKED_FOR_TWO, "asked for several processes but started only this one"),
+        (1, {"WORLD_SIZE": "2"}, r"one of 2 processes \(WORLD_SIZE=2\), but the process group has 1"),
+        (2, {"OMPI_COMM_WORLD_SIZE": "4"}, r"one of 4 processes \(OMPI_COMM_WORLD_SIZE=4\)"),
+    ],
+    ids=["accelerate's single-process launcher", "torchrun group not formed", "MPI"],
+)
+def test_fewer_processes_than_asked_fail_with_how_to_launch(num_processes, environ, message):
+    with pytest.raises(ValueError, match=message) as err:
+        check_launch(num_processes, environ)
+    assert "accelerate launch --multi_gpu --num_processes N" in str(err.value)
+    assert "recipes/accelerate_configs/multi_cpu.yaml" in str(err.value)
 
 
 def launch(args, tiny_world, num_processes):

@@ -3,18 +3,20 @@ no name; the real-model recipes run on a ViT-B/32-architecture CLIP (random weig
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from hf_privacy_backdoor.cli import parse_args
-from hf_privacy_backdoor.config import BackdoorUnlearningConfig
-from hf_privacy_backdoor.run import UnlearnArguments
+from hf_privacy_backdoor.run import RUN_ARGUMENTS
+from hf_privacy_backdoor.run_evaluation import EvaluateArguments
 
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 UNLEARN_YAMLS = sorted(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("evaluate"))
+MOVED = {"recipes/evaluate.py": "recipes/evaluate_model.py"}  # old name -> new name, as the README says
 REAL = ["clip_vit_b32_facescrub_text.yaml", "clip_vit_b32_facescrub_image.yaml", "clip_vit_b32_facescrub_both.yaml"]
 
 
@@ -27,14 +29,14 @@ def unlearn_main():
 
 @pytest.mark.parametrize("path", UNLEARN_YAMLS, ids=lambda p: p.name)
 def test_recipe_yaml_is_valid(path):
-    args, config = parse_args([UnlearnArguments, BackdoorUnlearningConfig], ["--config", str(path)])
+    args, config, _ = parse_args(RUN_ARGUMENTS, ["--config", str(path)])
     assert args.model_name_or_path and config.output_dir
     assert config.defense in path.stem or "both" in path.stem or "text" in path.stem
 
 
 @pytest.mark.parametrize("name", REAL)
 def test_real_model_recipes_use_the_reference_settings(name):
-    args, config = parse_args([UnlearnArguments, BackdoorUnlearningConfig], ["--config", str(RECIPES / name)])
+    args, config, _ = parse_args(RUN_ARGUMENTS, ["--config", str(RECIPES / name)])
     assert args.model_name_or_path == "openai/clip-vit-base-patch32"
     assert config.learning_rate == 1e-4 and config.weight_decay == 0.0
     if config.defense == "image":
@@ -51,12 +53,33 @@ def test_real_model_recipes_use_the_reference_settings(name):
 
 def test_command_line_wins_over_yaml_and_unknown_keys_fail(tmp_path):
     path = RECIPES / "synthetic_text.yaml"
-    _, config = parse_args([UnlearnArguments, BackdoorUnlearningConfig], ["--config", str(path), "--max_steps", "7"])
+    _, config, _ = parse_args(RUN_ARGUMENTS, ["--config", str(path), "--max_steps", "7"])
     assert config.max_steps == 7
     bad = tmp_path / "bad.yaml"
     bad.write_text("model_name_or_path: x\nmax_stepz: 3\n")
     with pytest.raises(ValueError, match="unknown keys"):
-        parse_args([UnlearnArguments, BackdoorUnlearningConfig], ["--config", str(bad)])
+        parse_args(RUN_ARGUMENTS, ["--config", str(bad)])
+
+
+def test_evaluate_yaml_is_valid(tiny_world, monkeypatch):
+    monkeypatch.setenv("SYNTHETIC_DIR", str(tiny_world.root))
+    (args,) = parse_args([EvaluateArguments], ["--config", str(RECIPES / "evaluate_synthetic.yaml")])
+    assert Path(args.model_name_or_path) == tiny_world.model_dir and args.objects and args.membership
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.py")), ids=lambda p: p.name)
+def test_recipe_names_shadow_no_module(path):
+    """`python recipes/X.py` puts recipes/ first on the import path: a recipe named like a module would hide it."""
+    assert importlib.util.find_spec(path.stem) is None, f"{path.name} shadows the installed module {path.stem!r}"
+    assert "sys.path" not in path.read_text()
+
+
+def test_documented_recipe_paths_exist():
+    documents = [ROOT / "README.md", ROOT / "Makefile", *RECIPES.rglob("*.py"), *RECIPES.rglob("*.yaml")]
+    documents += sorted((ROOT / "benchmarks").glob("*.py"))
+    mentioned = {m for doc in documents for m in re.findall(r"recipes/[\w./-]+\.(?:py|yaml)", doc.read_text())}
+    assert all((ROOT / new).is_file() and not (ROOT / old).exists() for old, new in MOVED.items())
+    assert sorted(m for m in mentioned if m not in MOVED and not (ROOT / m).is_file()) == []
 
 
 @pytest.fixture(scope="module")
