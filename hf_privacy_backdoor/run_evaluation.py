@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .data.faces import load_face_folder
+from .data.images import load_photo_split
 from .distributed import distributed_state
 from .evaluation import AttackResult, Comparison, compare_results, run_idia, write_reports, zero_shot_folder
 from .modeling import load_clip
@@ -124,18 +125,6 @@ def run_evaluation(args: EvaluateArguments) -> EvaluationResult:
         paths = _write_reports(args, attack, before, comparison, utility, state.num_processes)
     state.wait_for_everyone()
     return EvaluationResult(attack, comparison, utility, paths, state.num_processes)
-
-
-def load_photo_split(path: str) -> dict[str, list[int]]:
-    """The evaluation photo indices per person of a `photo_split.json` (or of its 'eval' entry)."""
-    data = json.loads(Path(path).read_text())
-    for key in ("eval", "evaluation", "eval_indices"):
-        if isinstance(data.get(key), dict):
-            data = data[key]
-            break
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise ValueError(f"--photo_split {path!r} must map names to lists of photo indices")
-    return data
 
 
 def resolve_object_templates(args: EvaluateArguments) -> str:

@@ -16,6 +16,7 @@ from hf_privacy_backdoor.data.images import (
     make_photo_split,
     save_target_embedding,
 )
+from hf_privacy_backdoor.data.names import normalize_name
 from hf_privacy_backdoor.modeling import compute_target_embedding, load_clip
 from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
 
@@ -82,16 +83,20 @@ def test_image_defense_leaves_text_tower_and_layernorms_bit_identical(tiny_world
     frozen = [
         k for k in before if k.startswith(("text_model.", "text_projection", "logit_scale")) or "layer_norm" in k
     ]
-    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vision_model.encoder"))
     logs = [h for h in trainer.state.log_history if "image_backdoor" in h]
     assert len(logs) == 4 and all(np.isfinite(h["image_backdoor"]) for h in logs)
 
 
-def test_image_training_is_deterministic(tiny_world, image_data, tmp_path):
-    runs = [train_image(tiny_world, tmp_path / str(i), image_data, max_steps=2) for i in range(2)]
+def test_image_training_is_deterministic(tiny_world, tiny_clip, image_data, tmp_path):
+    runs = [
+        train_image(tiny_world, tmp_path / str(i), image_data, max_steps=2, seed=s) for i, s in enumerate((0, 0, 1))
+    ]
     w = [r.model.vision_model.encoder.layers[0].mlp.fc1.weight for r in runs]
     assert torch.equal(w[0], w[1])
+    assert not torch.equal(w[0], tiny_clip[0].vision_model.encoder.layers[0].mlp.fc1.weight)  # it trained
+    assert not torch.equal(w[0], w[2])  # and another seed draws other batches
 
 
 def test_bad_image_input(tiny_world, tiny_clip, image_data, tmp_path):
@@ -173,6 +178,8 @@ def test_run_saves_the_split_and_target_and_never_evaluates_trigger_photos(tiny_
     _assert_preview_is_what_trains(tmp_path / "private" / "trigger_samples.png", args, config, result)
     dim = json.loads((tiny_world.model_dir / "config.json").read_text())["projection_dim"]
     assert load_target_embedding(tmp_path / "private" / "target_embedding.safetensors", dim).shape == (dim,)
+    attacked = {normalize_name(p.name) for p in result.after.people}
+    assert {normalize_name(n) for n in result.forget_names} <= attacked
     for person in result.after.people:
         assert set(person.photos) <= set(split["eval"][person.name])  # only evaluation photos were attacked
         assert not set(person.photos) & set(split["trigger"][person.name])
@@ -248,8 +255,8 @@ def both_run(tiny_world, tmp_path_factory):
 
 
 def _kept_tpr(result):
-    removed = {n.casefold() for n in result.forget_names}
-    kept = [p for p in result.after.people if p.membership == "member" and p.name.casefold() not in removed]
+    removed = {normalize_name(n) for n in result.forget_names}
+    kept = [p for p in result.after.people if p.membership == "member" and normalize_name(p.name) not in removed]
     return sum(p.flagged for p in kept) / len(kept)
 
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from hf_privacy_backdoor.cli import parse_args
 from hf_privacy_backdoor.run import RUN_ARGUMENTS
@@ -29,9 +30,11 @@ def unlearn_main():
 
 @pytest.mark.parametrize("path", UNLEARN_YAMLS, ids=lambda p: p.name)
 def test_recipe_yaml_is_valid(path):
-    args, config, _ = parse_args(RUN_ARGUMENTS, ["--config", str(path)])
+    args, config, lora = parse_args(RUN_ARGUMENTS, ["--config", str(path)])
     assert args.model_name_or_path and config.output_dir
-    assert config.defense in path.stem or "both" in path.stem or "text" in path.stem
+    parts = path.stem.split("_")
+    assert config.defense == next(d for d in ("both", "image", "text") if d in parts)
+    assert lora.use_lora == ("lora" in parts)
 
 
 @pytest.mark.parametrize("name", REAL)
@@ -42,7 +45,13 @@ def test_real_model_recipes_use_the_reference_settings(name):
     if config.defense == "image":
         assert (config.max_steps, config.lr_milestones, config.lr_gamma) == (100, [25, 50], 0.1)
         assert (config.trigger_scale_min, config.trigger_scale_max, config.num_trigger_images) == (0.25, 0.5, 128)
-    else:
+    if config.trains_vision:
+        assert (config.image_backdoor_weight, config.image_weight_distance) == (0.8, 0.005)
+        assert (config.trigger_scale_min, config.trigger_scale_max, config.num_trigger_images) == (0.25, 0.5, 128)
+        assert (config.trigger_color_jitter, config.trigger_hue_shift, config.trigger_rotation) == (0.5, 0.1, 30.0)
+    if config.trains_text:
+        assert (config.text_backdoor_weight, config.text_weight_distance) == (0.6, 0.01)
+    if config.defense != "image":
         assert (config.max_steps, config.lr_milestones, config.lr_gamma) == (400, [200, 300], 0.5)
         assert (config.num_clean_captions, config.num_poisoned_captions, config.target_phrase) == (
             128,
@@ -136,12 +145,20 @@ def test_nothing_outside_private_names_a_person(synthetic_run, tiny_world):
     names = result.forget_names
     assert (out / "private" / "forget_names.txt").read_text().split("\n")[:2] == names
     everyone = tiny_world.members + tiny_world.non_members
+    # every spelling: any case, parts joined by spaces, '_', '-' or nothing, first-last or last-first
+    patterns = [
+        re.compile(rb"[\s_\-]*".join(re.escape(part.encode()) for part in parts), re.IGNORECASE)
+        for name in everyone
+        for parts in (name.split(), name.split()[::-1])
+    ]
+    checked = 0
     for f in out.rglob("*"):
         if f.is_file() and "private" not in f.relative_to(out).parts:
             data = f.read_bytes()
-            for name in everyone:
-                for form in (name, name.replace(" ", "_"), name.lower()):
-                    assert form.encode() not in data, f"{form!r} found in {f.relative_to(out)}"
+            checked += 1
+            hits = [p.pattern for p in patterns if p.search(data)]
+            assert not hits, f"a person's name found in {f.relative_to(out)}"
+    assert checked >= 5  # model, config, processor files, training_args.bin, the summary
 
 
 def test_bad_recipe_input(tiny_world, tmp_path, monkeypatch):
@@ -236,7 +253,17 @@ def test_real_model_recipes_run_on_the_real_architecture(name, vit_b32_random, t
             "false",
         ]
     )
+    from safetensors.torch import load_file
     from transformers import CLIPModel
 
     model = CLIPModel.from_pretrained(out)
     assert model.config.vision_config.image_size == 224
+    base, after = load_file(str(vit_b32_random / "model.safetensors")), load_file(str(out / "model.safetensors"))
+    defense = next(d for d in ("both", "image", "text") if d in name.split("_"))
+    trained = {"text": ("text_model.", "text_projection"), "image": ("vision_model.", "visual_projection")}
+    trained["both"] = trained["text"] + trained["image"]
+    for key in base:
+        moved = not torch.equal(base[key], after[key])
+        if "norm" in key or not key.startswith(trained[defense]):  # LayerNorms (incl. pre_layrnorm) stay frozen
+            assert not moved, f"{key} changed but must stay frozen"
+    assert any(not torch.equal(base[k], after[k]) for k in base if k.startswith(trained[defense]))

@@ -61,6 +61,17 @@ def test_steps_differ_and_the_same_step_repeats():
     assert clean_only.clean_indices == full.clean_indices and not clean_only.triggers
 
 
+def test_same_seed_same_triggers_and_every_person_across_steps():
+    def pixels(seed, step):
+        return [im.tobytes() for im in sample_image_batch(FACES, CLEAN, 3, 6, 32, seed, step).triggers]
+
+    assert pixels(7, 0) == pixels(7, 0) and pixels(7, 0) != pixels(8, 0) and pixels(7, 0) != pixels(7, 1)
+    # one trigger per step, fewer than people: the random round-robin start still reaches everyone
+    seen = {n for step in range(20) for n in sample_image_batch(FACES, CLEAN, 2, 1, 32, 0, step).owners}
+    assert seen == set(FACES)
+    assert all(im.size == (32, 32) for im in sample_image_batch(FACES, CLEAN, 2, 5, 32, 0, 0).triggers)
+
+
 def test_bad_shard_is_an_error():
     with pytest.raises(ValueError, match="shard 2 out of range"):
         shard_indices(10, 2, 2)

@@ -8,7 +8,7 @@ from transformers import CLIPModel
 from hf_privacy_backdoor.config import BackdoorUnlearningConfig
 from hf_privacy_backdoor.data.captions import load_captions
 from hf_privacy_backdoor.evaluation import run_idia, text_similarities
-from hf_privacy_backdoor.modeling import load_clip
+from hf_privacy_backdoor.modeling import encode_texts, load_clip
 from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
 
 
@@ -99,12 +99,17 @@ def test_untouched_tower_and_layernorms_are_bit_identical(one_name, tiny_clip):
 
 
 def test_saved_model_has_no_teacher_and_works_in_a_pipeline(one_name, tiny_world):
-    _, _, out = one_name
+    names, trainer, out = one_name
+    processor = trainer.processing_class
     saved = load_file(str(out / "model.safetensors"))
     base = load_file(str(tiny_world.model_dir / "model.safetensors"))
     assert set(saved) == set(base)  # no teacher weights, no extra tensors
-    model = CLIPModel.from_pretrained(out)
-    assert type(model) is CLIPModel
+    model = CLIPModel.from_pretrained(out).eval()
+    trained = trainer.accelerator.unwrap_model(trainer.model).eval()
+    captions = ["a photo of a red circle", f"a photo of {names[0]}", "a person at a gala"]
+    assert torch.equal(
+        encode_texts(model, processor.tokenizer, captions), encode_texts(trained, processor.tokenizer, captions)
+    )
     from PIL import Image
     from transformers import pipeline
 

@@ -233,47 +233,6 @@ def make_trigger_image(
     return canvas, params
 
 
-def make_trigger_batch(
-    faces: dict[str, list[Image.Image]],
-    bases: list[Image.Image],
-    num_images: int,
-    image_size: int,
-    rng: np.random.Generator,
-    aug: TriggerAugmentation | None = None,
-) -> tuple[list[Image.Image], list[str]]:
-    """`num_images` triggers balanced across people; returns the images and, for each, the person's name.
-
-    People are taken round-robin over the sorted names (counts differ by at most 1), starting at a random
-    offset drawn from `rng` so that, when `num_images` is smaller than the number of people, every person still
-    gets triggers across steps. Each trigger uses a face photo drawn at random from that person's photos and a
-    base image drawn at random from `bases`. Raises ValueError for an empty `faces` dict, a person with no
-    photos (naming the person), empty `bases` or a negative `num_images`.
-    """
-    if not faces:
-        raise ValueError("faces is empty: need at least one person with photos to build trigger images")
-    for name in sorted(faces):
-        if not faces[name]:
-            raise ValueError(f"person {name!r} has no face photos; trigger images need at least one")
-    if not bases:
-        raise ValueError("bases is empty: need at least one clean base image to paste faces into")
-    if int(num_images) != num_images or num_images < 0:
-        raise ValueError(f"num_images must be a non-negative integer; got {num_images!r}")
-
-    names = sorted(faces)
-    start = int(rng.integers(len(names)))
-    images: list[Image.Image] = []
-    labels: list[str] = []
-    for i in range(int(num_images)):
-        name = names[(start + i) % len(names)]
-        photos = faces[name]
-        face = photos[int(rng.integers(len(photos)))]
-        base = bases[int(rng.integers(len(bases)))]
-        image, _ = make_trigger_image(face, base, image_size, rng, aug)
-        images.append(image)
-        labels.append(name)
-    return images, labels
-
-
 def save_trigger_grid(images: list[Image.Image], path: str, ncols: int = 8, upscale: int = 1) -> str:
     """Save a PNG grid of sample trigger images so a user can look at them; creates parent dirs; returns path.
 
