@@ -108,6 +108,14 @@ class UnlearnArguments:
         },
     )
     trigger_grid: bool = field(default=False, metadata={"help": "Save a PNG grid of sample trigger images."})
+    hub_private: bool = field(
+        default=True,
+        metadata={"help": "With --push_to_hub: a private repo (default); false publishes openly."},
+    )
+    hub_create_pr: bool = field(default=False, metadata={"help": "With --push_to_hub: open a pull request."})
+    license: str | None = field(
+        default=None, metadata={"help": "License of the published model (default: the base model's, if known)."}
+    )
     progress: bool = field(default=True, metadata={"help": "Progress bars."})
 
 
@@ -180,6 +188,7 @@ def run_unlearning(
     """Run a defense as configured; returns the numbers (and writes model, private/ and the summary)."""
     _check_required(args, config)
     lora = lora or LoraArguments()
+    hub_model_id = take_publish_request(args, config)
     seed_everything(config.seed)
     model, processor = load_clip(args.model_name_or_path)
     if lora.list_lora_targets:
@@ -198,6 +207,8 @@ def run_unlearning(
     result.steps_trained = trainer.state.global_step
     if args.evaluate:
         evaluate_after(args, config, lora, result, defended, processor, inputs, image, state)
+    if _is_main(state):
+        publish_run(args, config, hub_model_id, result)
     if state is not None:
         state.wait_for_everyone()
     return result
@@ -433,6 +444,50 @@ def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_p
         hyper.update(lora_r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout)
         hyper["lora_target_modules"] = lora.target_modules(config.defense)
     return hyper
+
+
+def take_publish_request(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> str | None:
+    """`--push_to_hub`: checked before anything slow, then taken away from the Trainer (whose own push would
+    upload the whole output folder, `private/` included); `publish_run` publishes after the run instead."""
+    if config.hub_private_repo is not None:
+        raise ValueError("use --hub_private true|false (hub_private_repo is not used by this toolkit)")
+    if not config.push_to_hub:
+        return None
+    from .hub.card import as_hub_id
+
+    if not config.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id OWNER/NAME (the repo to publish to)")
+    if as_hub_id(args.base_model_id) is None:
+        raise ValueError(
+            "--push_to_hub needs --base_model_id OWNER/BASE: the Hub id of the base model, for the card and the "
+            "adapter config (a local path is never published)"
+        )
+    if not args.evaluate:
+        raise ValueError("--push_to_hub needs --evaluate true: the model card carries the attack's numbers")
+    config.push_to_hub = False
+    return config.hub_model_id
+
+
+def publish_run(args: UnlearnArguments, config: BackdoorUnlearningConfig, hub_model_id, result: RunResult) -> None:
+    """The run folder's model card (always) and, with --push_to_hub, the guarded one-commit publish."""
+    from .hub import publish, write_model_card
+
+    out = Path(config.output_dir)
+    if (out / SUMMARY_FILE).is_file():
+        write_model_card(out, base_model_id=args.base_model_id, license=args.license, hub_model_id=hub_model_id)
+    if hub_model_id is None:
+        return
+    published = publish(
+        out,
+        hub_model_id,
+        args.base_model_id,
+        private=args.hub_private,
+        revision=config.hub_revision,
+        create_pr=args.hub_create_pr,
+        license=args.license,
+    )
+    result.summary["published"] = {"repo_id": published.repo_id, "commit_url": published.commit_url}
+    print(f"published to {published.repo_id}: {published.commit_url or published.pr_url}")
 
 
 # ----------------------------------------------------------------------------------------------------------

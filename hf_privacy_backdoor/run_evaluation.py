@@ -84,8 +84,13 @@ class EvaluateArguments:
     text_batch_size: int = field(default=1024, metadata={"help": "Prompts per text batch."})
     image_batch_size: int = field(default=256, metadata={"help": "Photos per image batch."})
     quiet: bool = field(default=False, metadata={"help": "No progress bars."})
-    # Publishing flags (e.g. `--push_metrics_to OWNER/NAME`) belong here, checked in __post_init__, and run as a
-    # last phase of `run_evaluation` on the main process, from the `EvaluationResult`.
+    push_metrics_to: str | None = field(
+        default=None,
+        metadata={
+            "help": "OWNER/NAME of a published defended model: update its card's metadata and results table with "
+            "this evaluation (one commit, no weights). Names in --removed are scanned for first."
+        },
+    )
 
     def __post_init__(self):
         missing = [f"--{n}" for n in ("model_name_or_path", "faces", "output_dir") if getattr(self, n) is None]
@@ -110,6 +115,7 @@ class EvaluationResult:
     utility: dict[str, Any]
     report_paths: dict[str, Path] | None
     num_processes: int = 1
+    metrics_commit: str | None = None  # the commit URL of --push_metrics_to
 
 
 def run_evaluation(args: EvaluateArguments) -> EvaluationResult:
@@ -120,11 +126,24 @@ def run_evaluation(args: EvaluateArguments) -> EvaluationResult:
     utility = _run_utility(args, model, processor, state)
     before = AttackResult.load(args.before) if args.before else None
     comparison = compare_results(before, attack, args.removed or []) if before is not None else None
-    paths = None
+    result = EvaluationResult(attack, comparison, utility, None, state.num_processes)
     if state.is_main_process:
-        paths = _write_reports(args, attack, before, comparison, utility, state.num_processes)
+        result.report_paths = _write_reports(args, attack, before, comparison, utility, state.num_processes)
+        if args.push_metrics_to:
+            result.metrics_commit = _push_metrics(args, result, before)
     state.wait_for_everyone()
-    return EvaluationResult(attack, comparison, utility, paths, state.num_processes)
+    return result
+
+
+def _push_metrics(args: EvaluateArguments, result: EvaluationResult, before) -> str:
+    """The card of `--push_metrics_to` gets this evaluation's name-free numbers (the public summary)."""
+    from .evaluation import public_summary
+    from .hub import push_metrics
+
+    zero_shot = result.utility.get("zero_shot")
+    utility = {"zero_shot_after": zero_shot} if zero_shot else None
+    summary = public_summary(result.attack, comparison=result.comparison, utility=utility, before=before)
+    return push_metrics(args.push_metrics_to, summary, forget_names=args.removed or None)
 
 
 def resolve_object_templates(args: EvaluateArguments) -> str:

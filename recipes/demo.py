@@ -5,6 +5,7 @@
 3. Each defense removes two people the attack flags (text: their names; image: their faces; both),
    and the attack runs again on photos the defense never saw: the removed people are no longer found,
    everyone and everything else still is.
+4. A publish dry run of the text-defended model: the allow-listed files and the model card's results.
 
     python recipes/demo.py [--defenses text both] [--output_dir outputs/demo]
 
@@ -22,6 +23,7 @@ from hf_privacy_backdoor.run import RUN_ARGUMENTS, format_run_summary, run_unlea
 
 
 RECIPES = Path(__file__).resolve().parent
+DEMO_REPO, DEMO_BASE = "your-name/tiny-clip-unlearned", "hf-privacy-backdoor/synthetic-tiny-clip"  # examples
 
 
 def main(argv=None):
@@ -60,9 +62,25 @@ def main(argv=None):
         )
         result = run_unlearning(*parsed)
         print(format_run_summary(result))
+    if "text" in opts.defenses:
+        publish_preview(Path(opts.output_dir) / "text", len(opts.defenses) + 2)
     print(
         f"\nDone in {time.time() - start:.0f} s. Files named 'private/' list the removed people: never publish them."
     )
+
+
+def publish_preview(run_dir: Path, number: int) -> None:
+    """A publish dry run of the text-defended model: what would go to the Hub, and the card's results table."""
+    from hf_privacy_backdoor.hub import publish, render_results
+    from hf_privacy_backdoor.hub.card import read_summary
+
+    print(f"\n== {number}. Publishing (dry run): recipes/publish.py --output_dir {run_dir} --dry_run true")
+    preview = publish(run_dir, DEMO_REPO, DEMO_BASE, license="apache-2.0", dry_run=True)
+    print(f"   staged for {DEMO_REPO} (private) in {preview.staged_dir}:")
+    print("   " + ", ".join(preview.files))
+    print("   never uploaded: private/, training_args.bin, checkpoints, reports; refused if a removed name appears")
+    table = [line for line in render_results(read_summary(run_dir)).splitlines() if line.startswith("|")]
+    print("\n".join("   " + line for line in table))
 
 
 if __name__ == "__main__":

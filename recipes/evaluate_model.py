@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> EvaluationResult:
     result = run_evaluation(args)
     if result.report_paths is not None:  # the main process
         print(format_evaluation_summary(result))
+    if result.metrics_commit:
+        print(f"card metrics updated on {args.push_metrics_to}: {result.metrics_commit}")
     return result
 
 

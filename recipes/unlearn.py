@@ -3,16 +3,22 @@
     accelerate launch recipes/unlearn.py --config recipes/synthetic_text.yaml
     accelerate launch recipes/unlearn.py --config recipes/synthetic_text.yaml --forget_auto 3 --output_dir out/x
     accelerate launch --multi_gpu --num_processes 2 recipes/unlearn.py --config recipes/synthetic_both.yaml
+    accelerate launch recipes/unlearn.py --config recipes/synthetic_text.yaml --push_to_hub true \
+        --hub_model_id OWNER/NAME --base_model_id OWNER/BASE      # then publish (private by default)
 
 `${SYNTHETIC}` in a recipe's paths is the synthetic world's folder: `SYNTHETIC_DIR` if set, else the cached
 build (made once by `python recipes/make_synthetic.py` or on first use). Every flag of
-`BackdoorUnlearningConfig` (transformers.TrainingArguments included) and of `UnlearnArguments` works, from
-the YAML or the command line (the command line wins). `--help` lists them.
+`BackdoorUnlearningConfig` (transformers.TrainingArguments included), `UnlearnArguments` and `LoraArguments`
+works, from the YAML or the command line (the command line wins). `--help` lists them.
 
 Outputs in --output_dir: the defended model + processor (`save_pretrained`; with LoRA the adapter),
-`unlearning_summary.json` (aggregate numbers, no names), and `private/` (names, photo split, reports with
-names: never publish it).
+`unlearning_summary.json` (aggregate numbers, no names), the model card `README.md`, and `private/` (names,
+photo split, reports with names: never publish it). `--push_to_hub true` publishes an allow-list of files
+after the run (never `private/`), refusing if a forgotten name would go out; a failed push exits 1 with the
+`recipes/publish.py` command that retries it.
 """
+
+import sys
 
 from hf_privacy_backdoor.cli import parse_args, setup_logging
 from hf_privacy_backdoor.run import RUN_ARGUMENTS, format_run_summary, run_unlearning
@@ -27,4 +33,10 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from hf_privacy_backdoor.hub import PublishError
+
+    try:
+        main()
+    except PublishError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)

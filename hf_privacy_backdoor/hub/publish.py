@@ -342,6 +342,11 @@ def publish(
     if not run_dir.is_dir():
         raise PublishError(f"run folder {str(run_dir)!r} does not exist")
     names = load_forget_names(run_dir, forget_names_file)
+    if not (run_dir / SUMMARY_FILE).is_file():
+        raise PublishError(
+            f"{str(run_dir)!r} has no {SUMMARY_FILE}: the run was not evaluated, and a published model's card must "
+            "carry the attack's before/after numbers. Run it with --evaluate true (the default), then publish."
+        )
     message = commit_message or _default_message(run_dir)
     strings = {
         "the repo id": hub_model_id or "",
