@@ -340,7 +340,7 @@ def test_evaluate_recipe_with_adapter(lora_run, tiny_world, tmp_path):
     result, _, _ = lora_run
     kept = [m for m in tiny_world.members if m not in FORGET]
     out = tmp_path / "eval"
-    _recipe("evaluate").main(
+    _recipe("evaluate_model").main(
         ["--model_name_or_path", str(tiny_world.model_dir), "--adapter", str(result.output_dir)]
         + ["--faces", str(tiny_world.faces_dir), "--membership", str(tiny_world.membership_file)]
         + ["--num_candidates", "200", "--output_dir", str(out), "--quiet", "true"]
