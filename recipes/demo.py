@@ -5,6 +5,8 @@
 3. Each defense removes two people the attack flags (text: their names; image: their faces; both),
    and the attack runs again on photos the defense never saw: the removed people are no longer found,
    everyone and everything else still is.
+   A robustness line per defense: the worst name variant, a benign relearning fine-tune, and how clearly a
+   base-vs-defended comparison ranks the removed people first (exposure AUC; see recipes/robustness.py).
 4. A publish dry run of the text-defended model: the allow-listed files and the model card's results.
 
     python recipes/demo.py [--defenses text both] [--output_dir outputs/demo]
@@ -31,6 +33,9 @@ def main(argv=None):
     parser.add_argument("--defenses", nargs="+", default=["text", "image", "both"], choices=["text", "image", "both"])
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--lora", action="store_true", help="Run the LoRA variants of the recipes.")
+    parser.add_argument(
+        "--no_robustness", dest="robustness", action="store_false", help="Skip the quick robustness probes."
+    )
     opts = parser.parse_args(argv)
     setup_logging()
 
@@ -62,11 +67,21 @@ def main(argv=None):
         )
         result = run_unlearning(*parsed)
         print(format_run_summary(result))
+        if opts.robustness:
+            print(robustness_line(result.output_dir))
     if "text" in opts.defenses:
         publish_preview(Path(opts.output_dir) / "text", len(opts.defenses) + 2)
     print(
         f"\nDone in {time.time() - start:.0f} s. Files named 'private/' list the removed people: never publish them."
     )
+
+
+def robustness_line(run_dir: Path) -> str:
+    """Stronger attacks than the exact name (quick preset): name variants, relearning, model-diff exposure."""
+    from hf_privacy_backdoor.robustness import RobustnessConfig, format_demo_line, run_robustness
+
+    report = run_robustness(run_dir, RobustnessConfig(quick=True, progress=False))
+    return format_demo_line(report.public())
 
 
 def publish_preview(run_dir: Path, number: int) -> None:

@@ -79,6 +79,12 @@ def test_reports_are_written_and_the_summary_names_no_one(report, text_run):
     assert format_demo_line(summary["robustness"]).startswith("robustness: exact removed TPR 0.00")
     card = format_card_section(summary["robustness"])
     assert card.startswith("## Robustness") and "| exposure: names moved (base vs model) |" in card
+    from hf_privacy_backdoor.hub import render_model_card
+
+    model_card = str(render_model_card(summary, base_model_id="synthetic/tiny-clip", adapter=False))
+    assert card.strip() in model_card and model_card.index("## Robustness") > model_card.index("## Results")
+    for name in report.removed + report.names:
+        assert name.casefold() not in model_card.casefold()
 
 
 def test_a_planted_variant_leak_is_caught(text_run, tiny_world, tmp_path):

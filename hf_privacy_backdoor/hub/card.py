@@ -261,9 +261,19 @@ def _body_fields(summary: Mapping[str, Any], adapter: bool, base: str | None, hu
         ),
         tower_limitation=_TOWER_LIMITATION.get(defense, "Check which encoder changed before relying on either."),
         results_section=render_results(summary),
+        robustness_section=_robustness_section(summary),
         hyperparameters=_flat("", hyper) if isinstance(hyper, Mapping) else [],
         versions=_versions(summary, adapter),
     )
+
+
+def _robustness_section(summary: Mapping[str, Any]) -> str:
+    """The robustness probes' name-free table (`recipes/robustness.py`), when the run was probed."""
+    if not summary.get("robustness"):
+        return ""
+    from ..robustness import format_card_section  # torch-heavy: only for probed runs
+
+    return format_card_section(summary["robustness"])
 
 
 def render_model_card(
