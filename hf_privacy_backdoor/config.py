@@ -110,6 +110,13 @@ class BackdoorUnlearningConfig(TrainingArguments):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Scheduler; see lr_milestones."})
     max_steps: int = field(default=-1, metadata={"help": "Training steps. Default: 400 text/both, 100 image."})
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={
+            "help": "Clip the gradient norm to this value; 0 (default) = no clipping and no gradient-norm "
+            "computation, as the method trains (the Trainer's usual 1.0 clipped steps the method does not clip)."
+        },
+    )
     per_device_train_batch_size: int = field(
         default=1, metadata={"help": "Leave at 1: batches are sampled by the trainer (num_clean_* etc.)."}
     )

@@ -27,7 +27,7 @@ from transformers import CLIPModel, Trainer, TrainerCallback
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .config import BackdoorUnlearningConfig
-from .data.captions import TargetPhrases, filter_clean_captions, validate_forget_names
+from .data.captions import TargetPhrases, eligible_captions, filter_clean_captions, validate_forget_names
 from .data.names import normalize_name
 from .data.sampling import sample_image_batch, sample_text_batch
 from .data.triggers import TriggerAugmentation
@@ -37,6 +37,8 @@ from .peft_utils import apply_lora, base_clip, drop_card_base_model, lora_factor
 
 
 logger = logging.getLogger(__name__)
+
+PIXEL_CACHE_BYTES = 1 << 30  # preprocessed clean images kept for reuse (the image defense redraws from one pool)
 
 
 class _StepDataset(Dataset):
@@ -108,6 +110,19 @@ class StopWhenForgottenCallback(TrainerCallback):
         return control
 
 
+@contextmanager
+def _eval_mode(module):
+    """Eval mode inside the block (skipped when already in it: `train()` walks every submodule)."""
+    training = module.training
+    if training:
+        module.eval()
+    try:
+        yield module
+    finally:
+        if training:
+            module.train()
+
+
 @dataclass
 class _Tower:
     """One defended tower's loss: utility + beta * backdoor + lambda * weight, scaled by `scale` in 'both'."""
@@ -170,6 +185,7 @@ class BackdoorUnlearningTrainer(Trainer):
         self.base_model_id = base_model_id
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._teacher_cache: dict[tuple, torch.Tensor] = {}
+        self._pixel_cache: dict[int, torch.Tensor] = {}  # clean pool index -> preprocessed pixels (CPU)
         self._cached_through = -1  # last training step whose teacher embeddings are in the cache
         self._micro = (0, 0)  # (global step, micro-batches seen in it)
         self._weight_pairs: dict[str, list] = {}
@@ -233,7 +249,7 @@ class BackdoorUnlearningTrainer(Trainer):
         return towers
 
     def _validate_and_store_data(self, args, clip, captions, target_mapping, trigger_photos, clean_images, target):
-        self.text_clean = self.targets = None
+        self.text_clean = self.text_eligible = self.targets = None
         self.trigger_photos = self.clean_images = self.target_embedding = None
         if args.trains_text:
             if captions is None:
@@ -245,6 +261,7 @@ class BackdoorUnlearningTrainer(Trainer):
                     "no usable clean caption: every caption mentions a forgotten name or has fewer than two words"
                 )
             self.text_clean = clean
+            self.text_eligible = eligible_captions(clean)  # built once, not every step
             self.targets = TargetPhrases.build(
                 self.forget_names, args.target_mode, args.target_phrase, target_mapping, seed=args.seed
             )
@@ -356,6 +373,7 @@ class BackdoorUnlearningTrainer(Trainer):
             step,
             self.accelerator.process_index,
             self.accelerator.num_processes,
+            eligible=self.text_eligible,
         )
 
     def _image_batch(self, step: int, build_triggers: bool = True):
@@ -391,8 +409,11 @@ class BackdoorUnlearningTrainer(Trainer):
     def _image_terms(self, model, step: int):
         """utility = d(student(clean), teacher(clean)); backdoor = mean over people of d(student(triggers), target)."""
         batch = self._image_batch(step)
-        pixels = pixel_values_for(self.processing_class, batch.clean + batch.triggers).to(self.args.device)
-        student = model(pixel_values=pixels).image_embeds
+        clean = self._clean_pixels(batch.clean, batch.clean_indices)
+        pixels = (
+            torch.cat([clean, pixel_values_for(self.processing_class, batch.triggers)]) if batch.triggers else clean
+        )
+        student = model(pixel_values=pixels.to(self.args.device)).image_embeds
         student_clean, student_triggers = student[: len(batch.clean)], student[len(batch.clean) :]
         teacher_clean = self._teacher_images(model, batch.clean, batch.clean_indices)
         target = self.target_embedding.to(student.device, student.dtype)
@@ -432,12 +453,9 @@ class BackdoorUnlearningTrainer(Trainer):
         return torch.stack([self._teacher_cache[("t", t)] for t in texts])
 
     def _run_teacher_text(self, model, texts: list[str]) -> torch.Tensor:
-        with torch.no_grad(), self._teacher_model(model) as teacher:
-            teacher_training = teacher.training
-            teacher.eval()
+        with torch.no_grad(), self._teacher_model(model) as teacher, _eval_mode(teacher):
             batch = tokenize(self.processing_class.tokenizer, texts, self.args.device)
             out = teacher.get_text_features(**batch).pooler_output
-            teacher.train(teacher_training)
         return out.detach()
 
     @torch.no_grad()
@@ -449,19 +467,33 @@ class BackdoorUnlearningTrainer(Trainer):
         missing = list({i: im for i, im in missing}.items())
         for start in range(0, len(missing), 256):
             chunk = missing[start : start + 256]
-            embs = self._run_teacher_images(model, [im for _, im in chunk])
+            embs = self._run_teacher_images(model, pixels=self._clean_pixels(*zip(*[(im, i) for i, im in chunk])))
             for (i, _), emb in zip(chunk, embs):
                 self._teacher_cache[("i", i)] = emb
         return torch.stack([self._teacher_cache[("i", i)] for i in indices])
 
-    def _run_teacher_images(self, model, images: list[Image.Image]) -> torch.Tensor:
-        with torch.no_grad(), self._teacher_model(model) as teacher:
-            teacher_training = teacher.training
-            teacher.eval()
-            pixels = pixel_values_for(self.processing_class, images).to(self.args.device)
-            out = teacher.get_image_features(pixel_values=pixels).pooler_output
-            teacher.train(teacher_training)
+    def _run_teacher_images(self, model, images: list[Image.Image] | None = None, pixels=None) -> torch.Tensor:
+        with torch.no_grad(), self._teacher_model(model) as teacher, _eval_mode(teacher):
+            pixels = pixel_values_for(self.processing_class, images) if pixels is None else pixels
+            out = teacher.get_image_features(pixel_values=pixels.to(self.args.device)).pooler_output
         return out.detach()
+
+    def _clean_pixels(self, images: Sequence[Image.Image], indices: Sequence[int]) -> torch.Tensor:
+        """Preprocessed clean pool images, kept per pool index up to PIXEL_CACHE_BYTES (exact: per-image work)."""
+        cache = self._pixel_cache
+        missing = list({i: im for i, im in zip(indices, images) if i not in cache}.items())
+        if missing:
+            fresh = dict(
+                zip([i for i, _ in missing], pixel_values_for(self.processing_class, [im for _, im in missing]))
+            )
+            used = sum(t.nbytes for t in cache.values())
+            for i, pixels in fresh.items():
+                if used + pixels.nbytes > PIXEL_CACHE_BYTES:
+                    break
+                cache[i] = pixels
+                used += pixels.nbytes
+            return torch.stack([cache[i] if i in cache else fresh[i] for i in indices])
+        return torch.stack([cache[i] for i in indices])
 
     def _weight_term(self, model, tower: _Tower) -> torch.Tensor:
         """Sum of ||theta - theta_teacher||_2 over the tower's trainable tensors (LoRA: exact merged delta)."""
@@ -479,6 +511,12 @@ class BackdoorUnlearningTrainer(Trainer):
 
     # ------------------------------------------------------------------------------------------------------
     # Logging, evaluation, saving
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        """No gradient norm unless clipping computed one: with max_grad_norm 0 the step is the method's plain AdamW."""
+        if grad_norm is None and self.args.max_grad_norm <= 0:
+            return None
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Add the averaged loss terms (gathered across processes) to the Trainer's logs."""

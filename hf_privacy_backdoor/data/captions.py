@@ -161,17 +161,28 @@ def poison_caption(caption: str, position: int, replacement: str) -> str:
     return " ".join(words)
 
 
+def eligible_captions(clean_captions: Sequence[str]) -> list[str]:
+    """The clean captions a poisoned pair can be made from: those with at least two words (in corpus order)."""
+    return [c for c in clean_captions if len(c.split()) >= 2]
+
+
 def sample_poisoned_pairs(
-    clean_captions: Sequence[str], targets: TargetPhrases, num_pairs: int, rng: np.random.Generator
+    clean_captions: Sequence[str],
+    targets: TargetPhrases,
+    num_pairs: int,
+    rng: np.random.Generator,
+    eligible: Sequence[str] | None = None,
 ) -> tuple[list[str], list[str], list[str]]:
     """`num_pairs` (poisoned, target) caption pairs, balanced across the forgotten names.
 
     Each pair takes a clean caption of at least two words and a random word position (any word); the poisoned
     caption has that word replaced by the name, the target caption by the name's target phrase. Returns
     (poisoned, target, name) lists. Names take turns from a random start, so counts differ by at most one.
+    `eligible`: `eligible_captions(clean_captions)` computed once by a caller that samples every step (the same
+    list, so the same pairs).
     """
     names = list(targets.mapping)
-    eligible = [c for c in clean_captions if len(c.split()) >= 2]
+    eligible = eligible_captions(clean_captions) if eligible is None else eligible
     if not eligible:
         raise ValueError("no clean caption has at least two words: cannot build poisoned captions")
     start = int(rng.integers(len(names)))

@@ -62,11 +62,16 @@ def sample_text_batch(
     step: int,
     shard: int = 0,
     num_shards: int = 1,
+    eligible: Sequence[str] | None = None,
 ) -> TextBatch:
-    """Clean captions and (poisoned, target) pairs of step `step`, shard `shard` (method.md section 2)."""
+    """Clean captions and (poisoned, target) pairs of step `step`, shard `shard` (method.md section 2).
+
+    `eligible`: the captions poisoned pairs are made from, `captions.eligible_captions(clean_captions)`; pass it
+    when sampling every step, so the list is built once (the batch is the same either way).
+    """
     rng = step_rng(seed, TEXT_STREAM, step)
     clean_idx = rng.choice(len(clean_captions), num_clean, replace=len(clean_captions) < num_clean)
-    poisoned, target, owners = sample_poisoned_pairs(clean_captions, targets, num_poisoned, rng)
+    poisoned, target, owners = sample_poisoned_pairs(clean_captions, targets, num_poisoned, rng, eligible)
     mine = shard_indices(num_poisoned, shard, num_shards)
     return TextBatch(
         clean=[clean_captions[i] for i in clean_idx[shard_indices(num_clean, shard, num_shards)]],
