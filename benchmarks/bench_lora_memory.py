@@ -55,8 +55,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         "no download) instead of the recipe's model",
     )
     parser.add_argument("--output", default="outputs/bench_lora.json", help="where the JSON results go")
+    parser.add_argument("--quick", action="store_true", help="5 steps per mode (a smoke run)")
     parser.add_argument("--worker", choices=MODES, default=None, help=argparse.SUPPRESS)
-    return parser.parse_known_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.quick:
+        args.max_steps = 5
+    return args, rest
 
 
 def _rss_mb() -> float:

@@ -34,8 +34,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrain_steps", type=int, default=None, help="pretraining steps (default: the model's)")
     parser.add_argument("--budget_s", type=float, default=BUDGET_S, help="seconds a default build may take")
+    parser.add_argument("--quick", action="store_true", help="20 pretraining steps (a smoke run of the build)")
     parser.add_argument("--output", default="outputs/bench_synthetic.json", help="where the JSON results go")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.pretrain_steps = 20
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,0 +1,315 @@
+"""Forgetting-quality grid: defense x number of people removed x seed, on a world with 96 members.
+
+First shows the benchmark world's base model (the attack must find its members and not its non-members: TPR >= 0.9,
+FPR <= 0.05), then runs the default synthetic recipe (`recipes/synthetic_<defense>.yaml`, unchanged) once per
+cell, with `forget_auto` removing N of the members the attack flags, and checks each cell against the targets:
+removed TPR 0, wrongfully unlearned <= 5%, object top-1 within 2 points of before. Cells run in parallel
+processes (`--workers`, default: one per core). The world is built once and cached like the default one.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_grid.py                       # the whole grid (hours on 2 cores)
+    OMP_NUM_THREADS=1 python benchmarks/bench_grid.py --defenses text image --removed 1 4 16 64 --seeds 0 \\
+        --stop_when_forgotten true
+    OMP_NUM_THREADS=1 python benchmarks/bench_grid.py --quick               # default world, text, 1 and 2 removed
+
+Flags this script does not know go to every run (command line wins over the recipe). Writes
+`<output_dir>/grid.json`, `grid.md` and `grid.png` (removed TPR and top-1 against the number removed, log2 axis,
+one line per defense).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _report import print_table_and_save  # noqa: E402
+
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+GRID_WORLD = {"num_members": 96, "num_non_members": 48}  # WorldConfig fields
+GRID_PRETRAIN = {"steps": 2400}  # PretrainConfig fields: 96 members need more steps than the default 40
+TARGETS = {"removed_tpr_after": 0.0, "wrongfully_unlearned_pct": 5.0, "top1_drop_points": 2.0}
+BASE_TARGETS = {"tpr": 0.9, "fpr": 0.05}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--defenses", nargs="+", default=["text", "image", "both"], choices=["text", "image", "both"])
+    parser.add_argument("--removed", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--world", choices=["grid", "default"], default="grid", help="96-member world or default")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
+    parser.add_argument("--quick", action="store_true", help="default world, text, removed 1 2, seed 0, 40 steps")
+    parser.add_argument("--output_dir", default="benchmarks/results", help="grid.json, grid.md, grid.png go here")
+    parser.add_argument("--name", default="grid", help="file stem of the outputs")
+    args, recipe_flags = parser.parse_known_args(argv)
+    if args.quick:
+        args.world, args.defenses, args.removed, args.seeds = "default", ["text"], [1, 2], [0]
+        recipe_flags = ["--max_steps", "40", "--num_candidates", "200", *recipe_flags]
+    return args, recipe_flags
+
+
+def world(kind: str):
+    from hf_privacy_backdoor.synthetic import PretrainConfig, WorldConfig, get_or_build_synthetic
+
+    if kind == "default":
+        return get_or_build_synthetic(progress=False)
+    return get_or_build_synthetic(WorldConfig(**GRID_WORLD), PretrainConfig(**GRID_PRETRAIN), progress=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The base model
+
+
+def base_model_check(kind: str) -> dict:
+    """The attack on the untouched model: members found (TPR), non-members not (FPR)."""
+    from hf_privacy_backdoor.data.faces import load_face_folder
+    from hf_privacy_backdoor.evaluation import run_idia
+    from hf_privacy_backdoor.modeling import load_clip
+
+    w = world(kind)
+    membership = json.loads((w.root / "world" / "world.json").read_text())
+    model, processor = load_clip(str(w.model_dir))
+    start = time.perf_counter()
+    people = membership["members"] + membership["non_members"]
+    faces = load_face_folder(str(w.faces_dir))
+    result = run_idia(model, processor, faces, people=people, membership=membership, progress=False)
+    totals = result.totals()
+    row = {
+        "world": kind,
+        "root": str(w.root),
+        "members": len(membership["members"]),
+        "non_members": len(membership["non_members"]),
+        "tpr": totals["tpr"],
+        "fpr": totals["fpr"],
+        "attack_s": round(time.perf_counter() - start, 1),
+    }
+    row["meets_targets"] = row["tpr"] >= BASE_TARGETS["tpr"] and row["fpr"] <= BASE_TARGETS["fpr"]
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One cell
+
+
+def run_cell(cell: dict) -> dict:
+    """One defense run (in a worker process); returns the cell's numbers from its unlearning_summary.json."""
+    import torch
+
+    torch.set_num_threads(1)
+    from hf_privacy_backdoor.cli import parse_args as parse_recipe
+    from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
+
+    os.environ["SYNTHETIC_DIR"] = str(world(cell["world"]).root)
+    recipe = ROOT / "recipes" / f"synthetic_{cell['defense']}.yaml"
+    with tempfile.TemporaryDirectory(prefix="grid_cell_") as out:
+        argv = ["--config", str(recipe), "--output_dir", out, "--forget_auto", str(cell["removed"])]
+        argv += ["--seed", str(cell["seed"]), "--progress", "false", "--disable_tqdm", "true", *cell["flags"]]
+        start = time.perf_counter()
+        run_unlearning(*parse_recipe(RUN_ARGUMENTS, argv))
+        wall = time.perf_counter() - start
+        summary = json.loads((Path(out) / "unlearning_summary.json").read_text())
+    return {**{k: cell[k] for k in ("defense", "removed", "seed")}, **cell_numbers(summary), "wall_s": round(wall, 1)}
+
+
+def cell_numbers(summary: dict) -> dict:
+    """The grid's per-cell numbers, taken from a run's public summary."""
+    un, util, defense = summary["unlearning"], summary.get("utility", {}), summary["defense"]
+    pct = un["percentages"]
+    before, after = util.get("zero_shot_before", {}), util.get("zero_shot_after", {})
+    row = {
+        "removed_tpr_before": un["removed_tpr_before"],
+        "removed_tpr_after": un["removed_tpr_after"],
+        "kept_tpr_before": un["kept_member_tpr_before"],
+        "kept_tpr_after": un["kept_member_tpr_after"],
+        "wrongfully_unlearned_pct": pct.get("wrongfully_unlearned"),
+        "newly_recalled_pct": pct.get("newly_recalled"),
+        "fpr_before": summary.get("idia_before", {}).get("fpr"),
+        "fpr_after": summary.get("idia", {}).get("fpr"),
+        "top1_before": before.get("top1"),
+        "top1_after": after.get("top1"),
+        "top5_before": before.get("top5"),
+        "top5_after": after.get("top5"),
+        "steps_trained": defense["steps_trained"],
+        "train_s": defense["train_seconds"],
+    }
+    for tower in ("text", "image"):
+        for key, value in (util.get(tower) or {}).items():
+            if key.startswith("sim_"):
+                row[f"{tower}_{key}"] = value
+    row["misses"] = misses(row)
+    return row
+
+
+def misses(row: dict) -> list[str]:
+    """Which targets a cell misses (none: the recipe holds on it)."""
+    out = []
+    if row["removed_tpr_after"] is None or row["removed_tpr_after"] > TARGETS["removed_tpr_after"]:
+        out.append(f"removed TPR {row['removed_tpr_after']}")
+    wrong = row["wrongfully_unlearned_pct"]
+    if wrong is not None and wrong > TARGETS["wrongfully_unlearned_pct"]:
+        out.append(f"wrongfully unlearned {wrong:.1f}%")
+    if row["top1_before"] is not None and row["top1_after"] is not None:
+        drop = 100 * (row["top1_before"] - row["top1_after"])
+        if drop > TARGETS["top1_drop_points"]:
+            out.append(f"top-1 -{drop:.1f} points")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Aggregation and outputs
+
+
+def aggregate(cells: list[dict]) -> list[dict]:
+    """Mean and spread (population std) over seeds, per (defense, removed)."""
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["defense"], c["removed"]), []).append(c)
+    rows = []
+    for (defense, removed), group in sorted(groups.items()):
+        row = {"defense": defense, "removed": removed, "seeds": sorted(c["seed"] for c in group)}
+        for key, value in group[0].items():
+            if isinstance(value, (int, float)) and key not in ("removed", "seed"):
+                values = [c[key] for c in group if c.get(key) is not None]
+                if values:
+                    row[key] = round(statistics.fmean(values), 4)
+                    row[f"{key}_std"] = round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0
+        row["misses"] = sorted({m for c in group for m in c["misses"]})
+        rows.append(row)
+    return rows
+
+
+def write_markdown(path: Path, base: dict, rows: list[dict], report: dict) -> None:
+    def f(x, digits=3):
+        return "" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
+
+    lines = [
+        f"# Forgetting grid ({report['cells']} cells, wall time {report['wall_s']:.0f} s, "
+        f"{report['workers']} workers)",
+        "",
+        f"World: {base['members']} members, {base['non_members']} non-members; base model TPR {f(base['tpr'])}, "
+        f"FPR {f(base['fpr'])} (targets TPR >= 0.9, FPR <= 0.05: {'met' if base['meets_targets'] else 'MISSED'}).",
+        f"Recipe flags: `{' '.join(report['recipe_flags']) or '(none: the recipes as they are)'}`; seeds per cell: "
+        "see column. Mean over seeds (± std where more than one).",
+        "",
+        "| defense | removed | seeds | removed TPR before → after | kept TPR before → after | wrongly unlearned % | "
+        "newly recalled % | FPR after | top-1 before → after | top-5 after | steps | train s | misses |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['defense']} | {r['removed']} | {','.join(map(str, r['seeds']))} | "
+            f"{f(r.get('removed_tpr_before'))} → {f(r.get('removed_tpr_after'))} | "
+            f"{f(r.get('kept_tpr_before'))} → {f(r.get('kept_tpr_after'))} | {f(r.get('wrongfully_unlearned_pct'), 1)} | "
+            f"{f(r.get('newly_recalled_pct'), 1)} | {f(r.get('fpr_after'))} | "
+            f"{f(r.get('top1_before'))} → {f(r.get('top1_after'))} | {f(r.get('top5_after'))} | "
+            f"{f(r.get('steps_trained'), 0)} | {f(r.get('train_s'), 1)} | {'; '.join(r['misses']) or 'none'} |"
+        )
+    sims = sorted({k for r in rows for k in r if "_sim_" in k and not k.endswith("_std")})
+    if sims:
+        lines += ["", "| defense | removed | " + " | ".join(sims) + " |", "|---|---|" + "---|" * len(sims)]
+        lines += [f"| {r['defense']} | {r['removed']} | " + " | ".join(f(r.get(k)) for k in sims) + " |" for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_plot(path: Path, rows: list[dict]) -> bool:
+    """Removed TPR and top-1 against the number removed (log2 axis), one line per defense."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    for defense in sorted({r["defense"] for r in rows}):
+        mine = sorted((r for r in rows if r["defense"] == defense), key=lambda r: r["removed"])
+        xs = [r["removed"] for r in mine]
+        for ax, key in zip(axes, ("removed_tpr_after", "top1_after")):
+            ys = [r.get(key) for r in mine]
+            errs = [r.get(f"{key}_std", 0.0) for r in mine]
+            ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=defense)
+    for ax, title in zip(axes, ("IDIA TPR on removed people (after)", "zero-shot top-1 (after)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("people removed")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    before = [r["top1_before"] for r in rows if r.get("top1_before") is not None]
+    if before:
+        axes[1].axhline(statistics.fmean(before), color="grey", ls="--", label="before")
+    axes[0].set_ylim(-0.05, 1.05)
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, recipe_flags = parse_args(argv)
+    import torch
+
+    start = time.perf_counter()
+    base = base_model_check(args.world)
+    print(f"base model: TPR {base['tpr']:.3f} FPR {base['fpr']:.3f} on {base['members']}+{base['non_members']}")
+    cells = [
+        {"world": args.world, "defense": d, "removed": n, "seed": s, "flags": recipe_flags}
+        for d in args.defenses
+        for n in args.removed
+        for s in args.seeds
+        if n <= base["members"]
+    ]
+    cells.sort(key=lambda c: -c["removed"] * (3 if c["defense"] != "text" else 1))  # longest first
+    if args.workers > 1 and len(cells) > 1:
+        import multiprocessing
+
+        with ProcessPoolExecutor(min(args.workers, len(cells)), mp_context=multiprocessing.get_context("spawn")) as ex:
+            results = list(ex.map(run_cell, cells))
+    else:
+        results = [run_cell(c) for c in cells]
+    rows = aggregate(results)
+    out = Path(args.output_dir)
+    report = {
+        "base_model": base,
+        "cells": len(results),
+        "per_cell": results,
+        "aggregated": rows,
+        "targets": TARGETS,
+        "wall_s": round(time.perf_counter() - start, 1),
+        "workers": min(args.workers, max(1, len(cells))),
+        "recipe_flags": recipe_flags,
+        "settings": {k: v for k, v in vars(args).items()},
+        "world_config": GRID_WORLD if args.world == "grid" else "default",
+        "pretrain_config": GRID_PRETRAIN if args.world == "grid" else "default",
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+            "load_average_end": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+    keys = ["defense", "removed", "removed_tpr_before", "removed_tpr_after", "kept_tpr_after"]
+    keys += ["wrongfully_unlearned_pct", "top1_before", "top1_after", "steps_trained", "train_s"]
+    table = [
+        {k: ("" if r.get(k) is None else r.get(k)) for k in keys} | {"misses": "; ".join(r["misses"])} for r in rows
+    ]
+    print_table_and_save(table, keys + ["misses"], report, str(out / f"{args.name}.json"))
+    write_markdown(out / f"{args.name}.md", base, rows, report)
+    if write_plot(out / f"{args.name}.png", rows):
+        print(f"saved {out / f'{args.name}.png'}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

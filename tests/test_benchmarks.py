@@ -1,0 +1,91 @@
+"""Smoke tests of the benchmark scripts: each runs with `--quick` and writes valid JSON (no timing is asserted)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    sys.path.insert(0, str(BENCH))
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _json(path):
+    data = json.loads(Path(path).read_text())
+    assert isinstance(data, dict) and data
+    return data
+
+
+def test_bench_speed_quick_writes_all_modes(tiny_world, tmp_path):
+    out = tmp_path / "speed.json"
+    report = _load("bench_speed").main(["--quick", "--cases", "text", "--steps", "4", "--output", str(out)])
+    data = _json(out)
+    assert data == json.loads(json.dumps(report))
+    modes = {r["mode"] for r in data["results"]}
+    assert modes == {"trainer", "literal", "floor", "student"}
+    # same model, data and seed: every mode starts from the same loss
+    first = {round(r["first_step_loss"], 4) for r in data["results"]}
+    assert len(first) == 1
+    assert all(r["s_per_step"] > 0 and r["peak_rss_mb"] > 0 for r in data["results"])
+
+
+def test_bench_attack_quick_reuses_the_text_table(tiny_world, tmp_path):
+    out = tmp_path / "attack.json"
+    _load("bench_attack").main(["--quick", "--output", str(out)])
+    data = _json(out)
+    assert data["results"]["photos"] > 0 and data["results"]["flagged"] >= 0
+    reuse = data["image_defense_text_reuse"]
+    assert reuse["same_verdicts"] is True
+
+
+@pytest.mark.slow
+def test_bench_grid_quick_writes_json_markdown_and_plot(tiny_world, tmp_path):
+    _load("bench_grid").main(["--quick", "--workers", "1", "--output_dir", str(tmp_path)])
+    data = _json(tmp_path / "grid.json")
+    assert data["base_model"]["tpr"] >= 0.9 and len(data["per_cell"]) == 2
+    assert {r["removed"] for r in data["aggregated"]} == {1, 2}
+    assert "removed TPR" in (tmp_path / "grid.md").read_text()
+
+
+def test_grid_cell_numbers_and_misses_from_a_summary():
+    grid = _load("bench_grid")
+    summary = {
+        "unlearning": {
+            "removed_tpr_before": 1.0,
+            "removed_tpr_after": 0.5,
+            "kept_member_tpr_before": 1.0,
+            "kept_member_tpr_after": 0.9,
+            "percentages": {"wrongfully_unlearned": 10.0, "newly_recalled": 0.0},
+        },
+        "idia": {"fpr": 0.0},
+        "utility": {"zero_shot_before": {"top1": 0.8, "top5": 1.0}, "zero_shot_after": {"top1": 0.7, "top5": 1.0}},
+        "defense": {"steps_trained": 100, "train_seconds": 5.0},
+    }
+    row = grid.cell_numbers(summary)
+    assert len(row["misses"]) == 3  # removed TPR, wrongfully unlearned, top-1 drop of 10 points
+    rows = grid.aggregate([{**row, "defense": "text", "removed": 2, "seed": s} for s in (0, 1)])
+    assert rows[0]["removed_tpr_after"] == 0.5 and rows[0]["removed_tpr_after_std"] == 0.0
+
+
+def test_word_cache_tokenization_matches_the_tokenizer_on_the_corpus(tiny_world):
+    """The per-word id cache of `modeling.tokenize` gives the tokenizer's ids on every training caption."""
+    check = _load("check_loss_identity")
+    assert check.check_tokenizer(tiny_world) == []
+
+
+@pytest.mark.slow
+def test_bench_synthetic_and_lora_memory_quick(tmp_path):
+    _load("bench_synthetic").main(["--quick", "--output", str(tmp_path / "s.json")])
+    assert _json(tmp_path / "s.json")["results"]["build_s"] > 0
+    _load("bench_lora_memory").main(["--quick", "--output", str(tmp_path / "l.json")])
+    assert len(_json(tmp_path / "l.json")["results"]) == 2
