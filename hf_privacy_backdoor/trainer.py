@@ -538,6 +538,24 @@ class BackdoorUnlearningTrainer(Trainer):
             loss = self.compute_loss(model, inputs)
         return loss.detach(), None, None
 
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """No repo is created while training: publishing is `hf_privacy_backdoor.hub.publish`'s job, after."""
+
+    def push_to_hub(self, *args, **kwargs):
+        """Refused: the stock push uploads the whole output folder (a run's `private/` names the people)."""
+        raise RuntimeError(
+            "BackdoorUnlearningTrainer does not push: Trainer.push_to_hub uploads everything in output_dir. Publish "
+            "the saved run with hf_privacy_backdoor.hub.publish(run_dir, hub_model_id, base_model_id) or "
+            "recipes/publish.py (an allow-list of files, scanned for the forgotten names, in one commit)."
+        )
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        """Checkpoints are never pushed (see `push_to_hub`)."""
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """Saves locally only, even with `push_to_hub` set (see `push_to_hub`)."""
+        return super().save_model(output_dir, _internal_call=True)
+
     def _save(self, output_dir: str | None = None, state_dict=None):
         """With LoRA, adapter_config.json names the base by `base_model_id` (or Hub id), never a local path."""
         unwrapped = self.accelerator.unwrap_model(self.model)

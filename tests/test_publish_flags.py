@@ -104,3 +104,27 @@ def test_push_metrics_to_updates_the_card_and_nothing_else(pushed):
     assert "IDIA TPR, removed people (after)" in card
     names = read_name_file(out / "private" / "forget_names.txt")
     assert scan_for_names({"card": card}, names) == []
+
+
+def test_the_trainer_never_uses_the_stock_push(tiny_world, tmp_path):
+    """`Trainer.push_to_hub` would upload the whole output folder: the trainer creates no repo and refuses."""
+    from hf_privacy_backdoor import BackdoorUnlearningConfig, BackdoorUnlearningTrainer, load_clip
+    from hf_privacy_backdoor.data.captions import load_captions
+
+    model, processor = load_clip(str(tiny_world.model_dir))
+    config = BackdoorUnlearningConfig(
+        output_dir=str(tmp_path), max_steps=2, num_clean_captions=4, num_poisoned_captions=4, use_cpu=True,
+        push_to_hub=True, hub_model_id=REPO, save_strategy="steps", save_steps=1, report_to="none",
+    )  # fmt: skip
+    trainer = BackdoorUnlearningTrainer(
+        model=model,
+        args=config,
+        processing_class=processor,
+        forget_names=tiny_world.members[:1],
+        captions=load_captions(tiny_world.captions_file),
+    )  # fmt: skip (offline: creating a repo here would fail)
+    trainer.train()  # checkpoints are saved and not pushed
+    trainer.save_model()
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "checkpoint-2").is_dir()
+    with pytest.raises(RuntimeError, match="does not push"):
+        trainer.push_to_hub()
