@@ -264,7 +264,7 @@ def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> Ima
     if not config.trains_vision:
         return ImageData()
     faces, trigger_half = inputs.faces, inputs.split["trigger"]
-    photos = {n: faces.load(n, trigger_half[faces.resolve(n)]) for n in inputs.names}
+    photos = {n: faces.load(n, _training_triggers(config, trigger_half[faces.resolve(n)])) for n in inputs.names}
     clean = load_image_folder(args.clean_images, args.clean_image_limit)
     if args.clean_faces_per_person > 0:
         forgotten = {faces.resolve(n) for n in inputs.names}
@@ -276,6 +276,23 @@ def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> Ima
     else:
         target = compute_target_embedding(model, processor, faces, trigger_half)
     return ImageData(photos, clean, target)
+
+
+def _check_photos(config, trigger: list[int]) -> list[int]:
+    """With `stop_when_forgotten` and a trained vision tower, a quarter of a forgotten person's trigger half is
+    held out of training for the stop check: the trained trigger photos themselves are memorised, and a check
+    on them stopped image runs while evaluation photos were still recognised (measured). Text runs train on no
+    photo, so their check uses the whole trigger half."""
+    if not (config.stop_when_forgotten and config.trains_vision):
+        return list(trigger)
+    if len(trigger) < 2:
+        raise ValueError("stop_when_forgotten with the image defense needs at least 2 trigger photos per person")
+    return list(trigger[-max(1, round(0.25 * len(trigger))) :])
+
+
+def _training_triggers(config, trigger: list[int]) -> list[int]:
+    held_out = set(_check_photos(config, trigger)) if config.stop_when_forgotten and config.trains_vision else set()
+    return [i for i in trigger if i not in held_out]
 
 
 def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: RunInputs, image: ImageData):
@@ -312,7 +329,8 @@ def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: R
 
 
 def forgotten_check(args, config, processor, inputs: RunInputs, extra_candidates: int = 50):
-    """A cheap attack for `stop_when_forgotten`: the forgotten people's *trigger* photos, a candidate subset.
+    """A cheap attack for `stop_when_forgotten`: photos of the trigger half (never the evaluation photos; under
+    the image defense the quarter of it held out of training, see `_check_photos`), a candidate subset.
 
     The candidates are every evaluated person's true name plus the first `extra_candidates` generated names of
     the real attack's list: a subset of it, so a true name that wins no photo here wins none in the full attack
@@ -328,7 +346,7 @@ def forgotten_check(args, config, processor, inputs: RunInputs, extra_candidates
     everyone = set(faces.names())
     full = candidate_names(sorted(everyone), args.num_candidates, config.seed)
     candidates = [c for c in full if c in everyone] + [c for c in full if c not in everyone][:extra_candidates]
-    indices = {p: trigger[p] for p in people}
+    indices = {p: _check_photos(config, trigger[p]) for p in people}
     k = min(args.num_photos, *(len(v) for v in indices.values()))
 
     def is_forgotten(model) -> bool:
