@@ -279,6 +279,7 @@ def test_image_defense_forgets_faces_and_keeps_the_rest(image_run, tiny_clip):
             assert torch.equal(v, defended.state_dict()[k]), k
 
 
+@pytest.mark.slow  # the full 500-step both recipe (~2 min): in `make test-all`, to keep `make test` under 10 min
 def test_both_towers_in_one_run(both_run, tiny_world, tiny_clip):
     r = both_run
     assert len(r.forget_names) == 2
