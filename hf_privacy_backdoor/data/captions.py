@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .names import first_names, normalize_name, surnames
+from .names import first_names, folder_to_name, normalize_name, surnames
 
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def validate_forget_names(names: Sequence[str], tokenizer=None) -> list[str]:
         if not isinstance(raw, str) or not raw.strip():
             problems.append(f"entry {i} is empty")
             continue
-        name = " ".join(raw.replace("_", " ").split())
+        name = folder_to_name(raw)
         key = normalize_name(name)
         if key in seen:
             problems.append(f"{name!r} is listed twice (also as {seen[key]!r})")
@@ -73,7 +73,7 @@ def validate_forget_names(names: Sequence[str], tokenizer=None) -> list[str]:
 
 def name_pattern(names: Sequence[str]) -> re.Pattern:
     """One case-insensitive regex matching any of `names` as written (spaces or underscores between parts)."""
-    parts = [r"[\s_]+".join(re.escape(p) for p in n.replace("_", " ").split()) for n in names]
+    parts = [r"[\s_]+".join(re.escape(p) for p in folder_to_name(n).split()) for n in names]
     return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
 
 
