@@ -259,7 +259,7 @@ def test_real_model_recipes_run_on_the_real_architecture(name, vit_b32_random, t
     model = CLIPModel.from_pretrained(out)
     assert model.config.vision_config.image_size == 224
     base, after = load_file(str(vit_b32_random / "model.safetensors")), load_file(str(out / "model.safetensors"))
-    defense = next(d for d in ("both", "image", "text") if d in name.split("_"))
+    defense = next(d for d in ("both", "image", "text") if d in Path(name).stem.split("_"))
     trained = {"text": ("text_model.", "text_projection"), "image": ("vision_model.", "visual_projection")}
     trained["both"] = trained["text"] + trained["image"]
     for key in base:
