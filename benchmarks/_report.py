@@ -1,6 +1,8 @@
 """Shared output of the benchmark scripts: one aligned table on stdout, every number in a JSON file."""
 
 import json
+import os
+import platform
 from pathlib import Path
 
 
@@ -13,3 +15,19 @@ def print_table_and_save(rows: list[dict], keys: list[str], report: dict, output
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"saved {path}")
+
+
+def machine_info(**extra) -> dict:
+    """What every benchmark JSON records about the machine (versions, threads, cores, GPU), plus `extra`."""
+    import torch
+    import transformers
+
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return {**info, **extra}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import print_table_and_save  # noqa: E402
+from _report import machine_info, print_table_and_save  # noqa: E402
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -98,7 +97,6 @@ def reuse_text_table(args, defended_path: str, processor, faces, people, candida
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
-    import transformers
 
     from hf_privacy_backdoor.data.faces import load_face_folder
     from hf_privacy_backdoor.data.names import generate_candidate_names
@@ -162,15 +160,9 @@ def main(argv: list[str] | None = None) -> dict:
         "results": row,
         "image_defense_text_reuse": reuse,
         "settings": {k: v for k, v in vars(args).items()},
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "device": str(next(model.parameters()).device),
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        },
+        "machine": machine_info(
+            device=str(next(model.parameters()).device), parameters=sum(p.numel() for p in model.parameters())
+        ),
     }
     keys = [
         "people",

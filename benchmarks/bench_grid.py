@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import print_table_and_save  # noqa: E402
+from _report import machine_info, print_table_and_save  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +257,6 @@ def write_plot(path: Path, rows: list[dict]) -> bool:
 
 def main(argv: list[str] | None = None) -> dict:
     args, recipe_flags = parse_args(argv)
-    import torch
 
     start = time.perf_counter()
     base = base_model_check(args.world)
@@ -292,12 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {k: v for k, v in vars(args).items()},
         "world_config": GRID_WORLD if args.world == "grid" else "default",
         "pretrain_config": GRID_PRETRAIN if args.world == "grid" else "default",
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-            "load_average_end": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine_info(load_average_end=[round(x, 2) for x in os.getloadavg()]),
     }
     keys = ["defense", "removed", "removed_tpr_before", "removed_tpr_after", "kept_tpr_after"]
     keys += ["wrongfully_unlearned_pct", "top1_before", "top1_after", "steps_trained", "train_s"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import print_table_and_save  # noqa: E402
+from _report import machine_info, print_table_and_save  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,20 +201,12 @@ def main(argv: list[str] | None = None) -> dict:
                 raise SystemExit(f"the {mode} run failed (exit {done.returncode})")
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     import torch
-    import transformers
 
     report = {
         "results": rows,
         "settings": {**{k: v for k, v in vars(args).items() if k != "worker"}, "recipe_flags": recipe_argv},
         "model": "random-weight ViT-B/32 architecture" if args.random_vit_b32 else "the recipe's",
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "torch_threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
-            "cpu_count": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        },
+        "machine": machine_info(torch_threads=int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads()))),
     }
     keys = ["mode", "trainable_params", "total_params", "teacher_copy_params", "mean_step_s", "peak_rss_mb"]
     keys += ["rss_growth_mb"] + (["cuda_peak_mb"] if any(r["cuda_peak_mb"] is not None for r in rows) else [])

@@ -34,7 +34,6 @@ import argparse
 import bisect
 import copy
 import os
-import platform
 import re
 import statistics
 import sys
@@ -45,7 +44,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import print_table_and_save  # noqa: E402
+from _report import machine_info, print_table_and_save  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -513,7 +512,6 @@ def _rows(case: str, per_mode: dict, samples_per_step: int) -> list[dict]:
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import torch
-    import transformers
 
     from hf_privacy_backdoor.synthetic import get_or_build_synthetic
 
@@ -526,16 +524,10 @@ def main(argv: list[str] | None = None) -> dict:
         "results": rows,
         "settings": vars(args),
         "wall_s": round(time.perf_counter() - start, 1),
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average_before": [round(x, 2) for x in load_before],
-            "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "machine": machine_info(
+            load_average_before=[round(x, 2) for x in load_before],
+            load_average_after=[round(x, 2) for x in os.getloadavg()],
+        ),
     }
     keys = ["case", "mode", "cpu_s_per_step", "s_per_step", "samples_per_s", "ratio_to_floor", "ratio_to_literal"]
     keys += ["wall_ratio_to_floor", "peak_rss_mb", "rss_growth_mb", "first_step_loss"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import print_table_and_save  # noqa: E402
+from _report import machine_info, print_table_and_save  # noqa: E402
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -44,8 +43,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    import torch
-    import transformers
 
     from hf_privacy_backdoor.synthetic import PretrainConfig, WorldConfig, get_or_build_synthetic
 
@@ -70,13 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "results": row,
         "settings": {**vars(args), "world_config": dataclasses.asdict(world_config)},
-        "machine": {
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-        },
+        "machine": machine_info(),
     }
     print_table_and_save([row], list(row), report, args.output)
     return report
