@@ -53,6 +53,34 @@ def test_poisoned_pairs_replace_one_word_and_are_balanced():
         sample_poisoned_pairs(["single"], targets, 4, rng)
 
 
+def test_partial_name_triggers_poison_only_the_forgotten_person_and_default_is_unchanged():
+    names = ["Ada Lovelace", "Alan Turing"]
+    usable = ["a photo of a red star", "two blue circles", "hello there friend", "Ada Byron at home"]
+    plain = TargetPhrases.build(names)
+    # no variants: the same draws as the method's sampler, so runs without the option are unchanged
+    off = plain.with_variants([], 0.5)
+    assert sample_poisoned_pairs(usable, plain, 40, np.random.default_rng(1)) == sample_poisoned_pairs(
+        usable, off, 40, np.random.default_rng(1)
+    )
+    partial = plain.with_variants(["first", "last", "initial_last"], 0.5)
+    poisoned, target, owner = sample_poisoned_pairs(usable, partial, 400, np.random.default_rng(1))
+    written = Counter()
+    for p, t, n in zip(poisoned, target, owner):
+        forms = {"full": n, "first": n.split()[0], "last": n.split()[-1], "initial_last": f"{n[0]}. {n.split()[-1]}"}
+        form = next(
+            k for k, v in forms.items() if _replaced_word(usable, p, v) == _replaced_word(usable, t, "a person")
+        )
+        written[form] += 1
+    assert 160 <= written["full"] <= 240 and min(written[f] for f in ("first", "last", "initial_last")) >= 40
+    assert sample_poisoned_pairs(usable, partial, 400, np.random.default_rng(1))[0] == poisoned  # seeded
+    # the captions of another person sharing a first name are not touched: they stay clean
+    assert "Ada Byron at home" in filter_clean_captions(usable, names)
+    with pytest.raises(ValueError, match="unknown name variant"):
+        plain.with_variants(["typo"], 0.5)
+    with pytest.raises(ValueError, match="name_variant_share"):
+        plain.with_variants(["first"], 1.5)
+
+
 def test_target_modes():
     names = ["Ada Lovelace", "Alan Turing"]
     assert set(TargetPhrases.build(names).mapping.values()) == {"a person"}

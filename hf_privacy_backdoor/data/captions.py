@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .names import first_names, folder_to_name, normalize_name, surnames
+from .names import first_names, folder_to_name, name_variant, normalize_name, surnames
 
 
 logger = logging.getLogger(__name__)
 
 TARGET_MODES = ("phrase", "per_name", "random_name")
+# Partial names a text trigger may be written as (`name_variant_triggers`): the ones a tokenizer sees as
+# different from the full name. Lower case is the same tokens for CLIP; a typo is not a name the base model knows.
+TRIGGER_VARIANTS = ("first", "last", "initial_last", "title")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -113,9 +116,39 @@ def filter_clean_captions(captions: Sequence[str], names: Sequence[str], min_wor
 
 @dataclass
 class TargetPhrases:
-    """What each forgotten name is mapped to: one phrase, a phrase per name, or a random generated name."""
+    """What each forgotten name is mapped to: one phrase, a phrase per name, or a random generated name.
+
+    `variants` / `variant_share`: that share of the poisoned captions writes the name as one of these partial
+    forms instead (first name only, last name only, ...), mapped to the same target: the partial names become
+    triggers too. Only the forgotten person's captions are poisoned; other people's captions that share a name
+    part stay in the clean set, so their full names keep their embeddings.
+    """
 
     mapping: dict[str, str]
+    variants: tuple[str, ...] = ()
+    variant_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.variants = tuple(self.variants)
+        unknown = [v for v in self.variants if v not in TRIGGER_VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown name variant trigger(s) {unknown}: choose from {', '.join(TRIGGER_VARIANTS)}")
+        if not 0 <= self.variant_share <= 1:
+            raise ValueError(f"name_variant_share must be in [0, 1], got {self.variant_share}")
+
+    def with_variants(self, variants: Sequence[str], share: float) -> TargetPhrases:
+        return TargetPhrases(dict(self.mapping), tuple(variants), float(share))
+
+    def written(self, name: str, rng: np.random.Generator) -> str:
+        """How one poisoned caption writes `name`: in full, or (with probability variant_share) a partial form.
+
+        Draws nothing from `rng` when no variant is configured, so runs without variants are unchanged.
+        """
+        if not self.variants or self.variant_share <= 0:
+            return name
+        if rng.random() >= self.variant_share:
+            return name
+        return name_variant(name, self.variants[int(rng.integers(len(self.variants)))])
 
     @classmethod
     def build(
@@ -178,6 +211,7 @@ def sample_poisoned_pairs(
     Each pair takes a clean caption of at least two words and a random word position (any word); the poisoned
     caption has that word replaced by the name, the target caption by the name's target phrase. Returns
     (poisoned, target, name) lists. Names take turns from a random start, so counts differ by at most one.
+    With `targets.variants`, a share of the poisoned captions write the name as a partial form (`written`).
     `eligible`: `eligible_captions(clean_captions)` computed once by a caller that samples every step (the same
     list, so the same pairs).
     """
@@ -191,7 +225,7 @@ def sample_poisoned_pairs(
         name = names[(start + i) % len(names)]
         caption = eligible[int(rng.integers(len(eligible)))]
         pos = int(rng.integers(len(caption.split())))
-        poisoned.append(poison_caption(caption, pos, name))
+        poisoned.append(poison_caption(caption, pos, targets.written(name, rng)))
         target.append(poison_caption(caption, pos, targets.mapping[name]))
         owner.append(name)
     return poisoned, target, owner

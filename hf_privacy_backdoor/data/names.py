@@ -11,6 +11,8 @@ import numpy as np
 
 
 _RESOURCES = "hf_privacy_backdoor.data.resources"
+# Ways to write a name other than in full (robustness probes; partial-name triggers of the text defense).
+VARIANTS = ("lower", "first", "last", "initial_last", "typo", "title")
 
 
 @cache
@@ -43,6 +45,37 @@ def name_to_folder(name: str) -> str:
 def normalize_name(name: str) -> str:
     """Canonical comparison key: whitespace collapsed, underscores as spaces, case-folded."""
     return folder_to_name(name).casefold()
+
+
+def name_variant(name: str, variant: str) -> str:
+    """`name` written another way: lower case, first / last name only, initial + last, one typo, a title."""
+    parts = name.split()
+    first, last = parts[0], parts[-1]
+    if variant == "lower":
+        return name.lower()
+    if variant == "first":
+        return first
+    if variant == "last":
+        return last
+    if variant == "initial_last":
+        return f"{first[0]}. {last}"
+    if variant == "typo":
+        return _swap_adjacent(name)
+    if variant == "title":
+        return f"Dr. {name}"
+    raise ValueError(f"unknown name variant {variant!r}: choose from {', '.join(VARIANTS)}")
+
+
+def _swap_adjacent(name: str) -> str:
+    """Two adjacent, different letters swapped, near the middle of the last name (else anywhere)."""
+    start = len(name) - len(name.split()[-1])
+    middle = start + len(name.split()[-1]) // 2 - 1
+    order = sorted(range(len(name) - 1), key=lambda i: (i < start, abs(i - middle)))
+    for i in order:
+        a, b = name[i], name[i + 1]
+        if a.isalpha() and b.isalpha() and a.casefold() != b.casefold():
+            return name[:i] + b + a + name[i + 2 :]
+    return name
 
 
 def generate_candidate_names(true_names: Sequence[str], num_candidates: int = 1000, seed: int = 0) -> list[str]:
