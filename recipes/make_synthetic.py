@@ -22,6 +22,9 @@ class MakeSyntheticArguments:
     num_members: int = field(default=40, metadata={"help": "People named in pretraining (attack members)."})
     num_non_members: int = field(default=40, metadata={"help": "People never seen (attack non-members)."})
     photos_per_person: int = field(default=40, metadata={"help": "Held-out photos per member / non-member."})
+    shared_name_parts: int = field(
+        default=0, metadata={"help": "Member pairs sharing a first name or a surname (0: all name parts unique)."}
+    )
     pretrain_steps: int = field(default=900, metadata={"help": "Contrastive pretraining steps."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing build in output_dir."})
 
@@ -38,6 +41,7 @@ def main(argv=None):
         num_members=args.num_members,
         num_non_members=args.num_non_members,
         photos_per_person=args.photos_per_person,
+        shared_name_parts=args.shared_name_parts,
     )
     pretrain = PretrainConfig(seed=args.seed, steps=args.pretrain_steps)
     start = time.time()

@@ -141,15 +141,26 @@ class WorldConfig:
     image_size: int = 64
     num_captions: int = 6000
     min_trait_distance: int = 3
+    # members who share a first name (even pairs) or a surname (odd pairs) with another member; 0 = every name
+    # part unique (the default world). For measuring what a defense does to people who share part of a name.
+    shared_name_parts: int = 0
 
     def __post_init__(self):
         if self.num_members < 1 or self.num_non_members < 0 or self.num_extras < 0:
             raise ValueError("num_members must be >= 1; num_non_members and num_extras >= 0")
+        if not 0 <= self.shared_name_parts <= self.num_members // 4:
+            raise ValueError(
+                f"shared_name_parts must be in [0, num_members // 4 = {self.num_members // 4}], "
+                f"got {self.shared_name_parts}"
+            )
         if self.image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {self.image_size}")
 
     def key(self) -> str:
-        payload = json.dumps({"version": GENERATOR_VERSION, **dataclasses.asdict(self)}, sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if not fields["shared_name_parts"]:  # added later: the default keeps its cache key
+            del fields["shared_name_parts"]
+        payload = json.dumps({"version": GENERATOR_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -198,7 +209,7 @@ def make_world(config: WorldConfig | None = None) -> World:
     config = config or WorldConfig()
     rng = np.random.default_rng([config.seed, 1])
     total = config.num_members + config.num_non_members + config.num_extras
-    names = _draw_names(rng, total)
+    names = _share_name_parts(_draw_names(rng, total), config.shared_name_parts)
     identities = _draw_identities(rng, total, config.min_trait_distance)
     people = []
     for i, traits in enumerate(identities):
@@ -226,6 +237,17 @@ def _draw_names(rng: np.random.Generator, count: int) -> list[str]:
         firsts.add(first)
         lasts.add(surname)
         names.append(f"{first} {surname}")
+    return names
+
+
+def _share_name_parts(names: list[str], pairs: int) -> list[str]:
+    """Pair k: person 4k+2 takes person 4k's first name (k even) or surname (k odd); same gender, still unique."""
+    names = list(names)
+    for k in range(pairs):
+        a, b = 4 * k, 4 * k + 2
+        first_a, last_a = names[a].split()
+        first_b, last_b = names[b].split()
+        names[b] = f"{first_a} {last_b}" if k % 2 == 0 else f"{first_b} {last_a}"
     return names
 
 
