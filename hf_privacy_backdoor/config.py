@@ -7,11 +7,12 @@ LoRA is brought in as a `peft_config` (see `peft_utils.LoraArguments` / `get_pef
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .data.captions import TARGET_MODES
+from .data.captions import TARGET_MODES, TRIGGER_VARIANTS
 from .losses import DISTANCES
 
 
@@ -45,10 +46,27 @@ class BackdoorUnlearningConfig(TrainingArguments):
     )
     num_clean_captions: int = field(default=128, metadata={"help": "Clean captions per step (all processes)."})
     num_poisoned_captions: int = field(default=128, metadata={"help": "Poisoned captions per step (all processes)."})
+    name_variant_triggers: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": f"Partial names that become triggers too, of {TRIGGER_VARIANTS} (beyond the method: the exact "
+            "name alone leaves 'first name only' attacks working). Empty (default) = the method."
+        },
+    )
+    name_variant_share: float = field(
+        default=0.5, metadata={"help": "Share of poisoned captions that write the name as a partial form."}
+    )
     # --- image backdoor
     image_backdoor_weight: float = field(default=0.8, metadata={"help": "beta of the image backdoor loss."})
     image_weight_distance: float = field(
         default=0.005, metadata={"help": "lambda of the vision tower's weight-distance term."}
+    )
+    image_backdoor_sam_rho: float = field(
+        default=0.0,
+        metadata={
+            "help": "Beyond the method: train the image backdoor sharpness-aware (SAM) with this radius, so that the "
+            "mapping holds for nearby weights (against relearning by a benign fine-tune). 0 (default) = off."
+        },
     )
     num_clean_images: int = field(default=128, metadata={"help": "Clean images per step (all processes)."})
     num_trigger_images: int = field(default=128, metadata={"help": "Trigger images per step (all processes)."})
@@ -110,6 +128,13 @@ class BackdoorUnlearningConfig(TrainingArguments):
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(default="constant", metadata={"help": "Scheduler; see lr_milestones."})
     max_steps: int = field(default=-1, metadata={"help": "Training steps. Default: 400 text/both, 100 image."})
+    steps_per_name: float = field(
+        default=0.0,
+        metadata={
+            "help": "Scale the run with the forget list: train at least ceil(steps_per_name x number of names) "
+            "steps (max_steps is raised to it; milestones stay where they are). 0 (default) = max_steps as given."
+        },
+    )
     max_grad_norm: float = field(
         default=0.0,
         metadata={
@@ -135,6 +160,11 @@ class BackdoorUnlearningConfig(TrainingArguments):
             raise ValueError(f"unknown target_mode {self.target_mode!r}: choose one of {TARGET_MODES}")
         if self.distance not in DISTANCES:
             raise ValueError(f"unknown distance {self.distance!r}: choose one of {DISTANCES}")
+        unknown = [v for v in self.name_variant_triggers if v not in TRIGGER_VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown name_variant_triggers {unknown}: choose from {', '.join(TRIGGER_VARIANTS)}")
+        if not 0 <= self.name_variant_share <= 1:
+            raise ValueError(f"name_variant_share must be in [0, 1], got {self.name_variant_share}")
         for name in ("num_clean_captions", "num_poisoned_captions", "num_clean_images", "num_trigger_images"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -156,6 +186,10 @@ class BackdoorUnlearningConfig(TrainingArguments):
         for name in ("forgotten_check_steps", "forgotten_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.image_backdoor_sam_rho < 0:
+            raise ValueError(f"image_backdoor_sam_rho must be >= 0, got {self.image_backdoor_sam_rho}")
+        if self.steps_per_name < 0:
+            raise ValueError(f"steps_per_name must be >= 0, got {self.steps_per_name}")
         if self.forgotten_margin_steps < 0:
             raise ValueError(f"forgotten_margin_steps must be >= 0, got {self.forgotten_margin_steps}")
         if self.per_device_train_batch_size != 1:
@@ -177,6 +211,12 @@ class BackdoorUnlearningConfig(TrainingArguments):
                 f"lr_milestones is set but lr_scheduler_type is {scheduler!r}: milestones need 'constant'"
             )
         super().__post_init__()
+
+    def scale_steps(self, num_names: int) -> int:
+        """Raise max_steps to ceil(steps_per_name x num_names) where that is more; returns the steps to train."""
+        if self.steps_per_name > 0:
+            self.max_steps = max(self.max_steps, math.ceil(self.steps_per_name * num_names))
+        return self.max_steps
 
     @property
     def trains_text(self) -> bool:

@@ -43,7 +43,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from .data.faces import FaceSource, load_face_folder, load_membership
 from .data.images import make_photo_split
-from .data.names import generate_candidate_names, normalize_name
+from .data.names import VARIANTS, generate_candidate_names, name_variant, normalize_name
 from .evaluation import AttackResult, TextEmbeddings, compare_results, compute_text_embeddings, run_idia
 from .evaluation.report import assert_no_names
 from .modeling import encode_images, image_features, load_clip, pixel_values_for, text_features, tokenize
@@ -53,7 +53,6 @@ from .utils import write_json
 logger = logging.getLogger(__name__)
 
 PROBES = ("variants", "relearn", "exposure", "collateral", "precision")
-VARIANTS = ("lower", "first", "last", "initial_last", "typo", "title")
 PRECISIONS = ("fp16", "bf16", "int8")
 PRECISION_MODES = ("auto", "weights", "native")
 ROLES = ("defended", "base", "retrained")
@@ -181,10 +180,16 @@ class RunFolder:
     tau: int
     num_candidates: int
     seed: int
+    cover: list[str] = field(default_factory=list)  # cover people: forgotten too, not the ones who asked
 
     @property
     def private(self) -> Path:
         return self.path / "private"
+
+    @property
+    def forgotten(self) -> list[str]:
+        """Everyone the run removed: the requested people and the cover people."""
+        return [*self.removed, *self.cover]
 
 
 def load_run_folder(run_dir: str | Path, config: RobustnessConfig) -> RunFolder:
@@ -202,6 +207,11 @@ def load_run_folder(run_dir: str | Path, config: RobustnessConfig) -> RunFolder:
     if not adapter and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} holds no model (config.json) and no LoRA adapter")
     names = _read_forget_list(private / "forget_names.txt")
+    cover_file = private / "cover_names.txt"
+    cover = _read_forget_list(cover_file) if cover_file.is_file() else []
+    if not {normalize_name(c) for c in cover} <= {normalize_name(n) for n in names}:
+        raise ValueError(f"{str(cover_file)!r} lists people who are not on the run's forget list")
+    names = [n for n in names if normalize_name(n) not in {normalize_name(c) for c in cover}]
     report = private / "report" / "report.json"
     settings = json.loads(report.read_text()).get("settings", {}) if report.is_file() else {}
 
@@ -218,6 +228,7 @@ def load_run_folder(run_dir: str | Path, config: RobustnessConfig) -> RunFolder:
     return RunFolder(
         path=path,
         removed=_resolve_removed(faces, names),
+        cover=_resolve_removed(faces, cover) if cover else [],
         settings=settings,
         base_model=str(setting("base_model", "model_name_or_path")),
         faces=faces,
@@ -300,13 +311,24 @@ class ProbeContext:
     relearn_data: RelearnData | None = None
 
     def kept_members(self) -> list[str]:
-        removed = set(self.run.removed)
+        removed = set(self.run.forgotten)
         return [p.name for p in self.base.attack.people if p.membership == MEMBER and p.name not in removed]
+
+    def sharing_members(self) -> list[str]:
+        """Kept members who share a first name or a surname with a removed person (the ones most at risk)."""
+        parts = {w.casefold() for n in self.run.removed for w in (n.split()[0], n.split()[-1])}
+        return [n for n in self.kept_members() if {n.split()[0].casefold(), n.split()[-1].casefold()} & parts]
 
     def known_members(self) -> list[str]:
         """Kept members the base model's attack flags: the people an adversary could tell apart from the removed."""
         kept = set(self.kept_members())
         return [p.name for p in self.base.attack.people if p.flagged and p.name in kept]
+
+    def observer_pool(self) -> list[str]:
+        """Whom an observer suspects besides the removed: the people the base model knows, cover people included
+        (a name the base model never knew gives no cover: it is checked away)."""
+        cover = set(self.run.cover)
+        return self.known_members() + [p.name for p in self.base.attack.people if p.flagged and p.name in cover]
 
 
 def make_context(run: RunFolder, config: RobustnessConfig) -> ProbeContext:
@@ -351,6 +373,8 @@ def attack_stats(ctx: ProbeContext, result: AttackResult, rename: Mapping[str, s
     by_name = {p.name: p for p in result.people}
     removed = [by_name[rename.get(n, n)] for n in ctx.run.removed if rename.get(n, n) in by_name]
     kept = [by_name[rename.get(n, n)] for n in ctx.kept_members() if rename.get(n, n) in by_name]
+    sharing = [by_name[rename.get(n, n)] for n in ctx.sharing_members() if rename.get(n, n) in by_name]
+    cover = [by_name[rename.get(n, n)] for n in ctx.run.cover if rename.get(n, n) in by_name]
     non_members = [p for p in result.people if p.membership == "non_member"]
     return {
         "removed_tpr": _rate([p.flagged for p in removed]),
@@ -360,6 +384,12 @@ def attack_stats(ctx: ProbeContext, result: AttackResult, rename: Mapping[str, s
         "fpr": _rate([p.flagged for p in non_members]),
         "num_removed": len(removed),
         "num_kept": len(kept),
+        # kept members sharing a first name or surname with a removed person, measured apart (None: nobody)
+        "sharing_kept_tpr": _rate([p.flagged for p in sharing]),
+        "sharing_kept_mean_correct_templates": _mean([p.correct_templates for p in sharing]),
+        "num_sharing": len(sharing),
+        "cover_tpr": _rate([p.flagged for p in cover]),
+        "num_cover": len(cover),
         "people": {
             n: by_name[rename.get(n, n)].correct_templates for n in ctx.run.removed if rename.get(n, n) in by_name
         },
@@ -376,37 +406,6 @@ def _mean(values: Sequence[float]) -> float | None:
 
 # ----------------------------------------------------------------------------------------------------------
 # Probe 1: name variants
-
-
-def name_variant(name: str, variant: str) -> str:
-    """`name` written another way: lower case, first / last name only, initial + last, one typo, a title."""
-    parts = name.split()
-    first, last = parts[0], parts[-1]
-    if variant == "lower":
-        return name.lower()
-    if variant == "first":
-        return first
-    if variant == "last":
-        return last
-    if variant == "initial_last":
-        return f"{first[0]}. {last}"
-    if variant == "typo":
-        return _swap_adjacent(name)
-    if variant == "title":
-        return f"Dr. {name}"
-    raise ValueError(f"unknown variant {variant!r}: choose from {', '.join(VARIANTS)}")
-
-
-def _swap_adjacent(name: str) -> str:
-    """Two adjacent, different letters swapped, near the middle of the last name (else anywhere)."""
-    start = len(name) - len(name.split()[-1])
-    middle = start + len(name.split()[-1]) // 2 - 1
-    order = sorted(range(len(name) - 1), key=lambda i: (i < start, abs(i - middle)))
-    for i in order:
-        a, b = name[i], name[i + 1]
-        if a.isalpha() and b.isalpha() and a.casefold() != b.casefold():
-            return name[:i] + b + a + name[i + 2 :]
-    return name
 
 
 def probe_variants(ctx: ProbeContext, subject: Subject) -> dict:
@@ -513,7 +512,7 @@ def _kept_portraits(ctx: ProbeContext) -> tuple[list[Image.Image], list[str]]:
 
 def _check_no_removed_name(ctx: ProbeContext, captions: Sequence[str]) -> None:
     text = "\n".join(captions).casefold().replace("_", " ")
-    for i, name in enumerate(ctx.run.removed, start=1):
+    for i, name in enumerate(ctx.run.forgotten, start=1):
         if normalize_name(name) in text:
             raise ValueError(f"the relearn data names removed person #{i}: it must never show a removed person")
 
@@ -626,9 +625,13 @@ def ranking(ctx: ProbeContext, scores: Mapping[str, float], known: Sequence[str]
         s = scores[name]
         ranks[name] = float(1 + (values > s).sum() + ((values == s).sum() - 1) / 2)
     known = [n for n in known if n in scores]
+    pool = np.array([scores[n] for n in known], dtype=float)
+    # rank among the suspects (the people the base model knows + the removed): 1 = the observer's first guess
+    known_ranks = [float(1 + (pool > scores[n]).sum() + (pool == scores[n]).sum() / 2) for n in removed]
     return {
         "auc_all": auc([scores[n] for n in removed], [scores[n] for n in others]),
         "auc_known": auc([scores[n] for n in removed], [scores[n] for n in known]),
+        "mean_rank_known": _mean(known_ranks),
         "num_scored": len(scores),
         "num_known": len(known),
         "ranks": ranks,
@@ -643,7 +646,7 @@ def probe_exposure(ctx: ProbeContext, subject: Subject) -> dict:
     )
     subject_photos, base_photos = photo_embeddings(ctx, subject), photo_embeddings(ctx, base)
     image_shift = {n: float(cosine_distance(base_photos[n], subject_photos[n]).mean()) for n in subject_photos}
-    known = ctx.known_members()
+    known = ctx.observer_pool()
     return {
         "text_diff": ranking(ctx, text_shift, known),
         "image_diff": ranking(ctx, image_shift, known),
@@ -715,7 +718,7 @@ def base_list_attack(ctx: ProbeContext, seed: int) -> AttackResult:
 
 
 def _collateral_stats(ctx: ProbeContext, before: AttackResult, after: AttackResult) -> dict:
-    counts = compare_results(before, after, ctx.run.removed).counts()
+    counts = compare_results(before, after, ctx.run.forgotten).counts()
     flagged_before = sum(p.flagged for p in before.people if p.name in set(ctx.kept_members()))
     stats = attack_stats(ctx, after)
     return {
@@ -793,7 +796,7 @@ def retrained_reference_dir(run: RunFolder) -> tuple[Path, Any, Any]:
     if str(info.get("generator_version")) != GENERATOR_VERSION:
         raise ValueError("the synthetic world was built by another generator version: rebuild it first")
     world_config, pretrain_config = WorldConfig(**info["world_config"]), PretrainConfig(**info["pretrain_config"])
-    keys = sorted(normalize_name(n) for n in run.removed)
+    keys = sorted(normalize_name(n) for n in run.forgotten)
     digest = hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:12]
     return root.parent / f"{root.name}-without-{digest}", world_config, pretrain_config
 
@@ -820,11 +823,11 @@ def build_retrained_reference(run: RunFolder, progress: bool = False) -> Path:
     folder, world_config, pretrain_config = retrained_reference_dir(run)
     if (folder / "model" / "config.json").is_file():
         return folder / "model"
-    world = world_without(world_config, run.removed)
+    world = world_without(world_config, run.forgotten)
     logger.info("building the retrained reference (once; cached in %s)", folder)
     with atomic_directory(folder) as tmp:
         pretrain_clip(world, tmp / "model", pretrain_config, progress=progress)
-        write_json(tmp / "reference.json", {"num_excluded": len(run.removed), "excluded_key": folder.name[-12:]})
+        write_json(tmp / "reference.json", {"num_excluded": len(run.forgotten), "excluded_key": folder.name[-12:]})
     return folder / "model"
 
 
@@ -899,6 +902,7 @@ def public_settings(ctx: ProbeContext) -> dict[str, Any]:
         "probes": config.probe_list,
         "quick": config.quick,
         "num_removed": len(run.removed),
+        "num_cover": len(run.cover),
         "defense": run.settings.get("defense"),
         "use_lora": run.adapter,
         "num_candidates": len(ctx.candidates),
@@ -963,6 +967,7 @@ def table_rows(public: Mapping[str, Any]) -> list[tuple[str, str, dict[str, str]
     rows = [
         ("exact name", "removed TPR / kept TPR", lambda r: _pair(r["exact"], "removed_tpr", "kept_tpr")),
         ("exact name", "removed mean correct templates", lambda r: _fmt(r["exact"]["removed_mean_correct_templates"])),
+        ("exact name", "kept sharing a name part: TPR (people)", lambda r: _sharing_cell(r["exact"])),
     ]
     for v in [v for v in first["variants"] or {} if v != "worst"]:
         rows.append(
@@ -988,8 +993,8 @@ def table_rows(public: Mapping[str, Any]) -> list[tuple[str, str, dict[str, str]
         rows.append(
             (
                 f"exposure: {label}",
-                "AUC all / AUC known",
-                lambda r, k=key: _pair(r["exposure"][k], "auc_all", "auc_known"),
+                "AUC all / AUC known; mean rank among suspects",
+                lambda r, k=key: _exposure_cell(r["exposure"][k]),
             )
         )
     for seed in first["collateral"] or {}:
@@ -1020,6 +1025,18 @@ def _cell(cell: Callable[[Mapping[str, Any]], str], role: Mapping[str, Any]) -> 
 
 def _pair(values: Mapping[str, Any], a: str, b: str) -> str:
     return f"{_fmt(values[a])} / {_fmt(values[b])}"
+
+
+def _exposure_cell(e: Mapping[str, Any]) -> str:
+    rank = e.get("mean_rank_known")
+    of = f"; {rank:.1f} of {e['num_known'] + 1}" if rank is not None else ""
+    return _pair(e, "auc_all", "auc_known") + of
+
+
+def _sharing_cell(stats: Mapping[str, Any]) -> str:
+    if not stats.get("num_sharing"):
+        return "nobody shares"
+    return f"{_fmt(stats['sharing_kept_tpr'])} ({stats['num_sharing']})"
 
 
 def _collateral_cell(c: Mapping[str, Any]) -> str:
@@ -1082,8 +1099,33 @@ def format_card_section(public: Mapping[str, Any]) -> str:
         f"model, on the base model (control) and{'' if 'retrained' in public else ' (not built)'} on a model "
         f"retrained without the removed people; {settings.get('num_candidates')} candidate names, "
         f"{settings.get('num_photos')} evaluation photos per person. AUC 0.5 = the removed people do not stand "
-        "out; 1.0 = they rank first.\n\n" + format_table(public) + "\n"
+        "out; 1.0 = they rank first.\n\n" + exposure_in_words(public) + format_table(public) + "\n"
     )
+
+
+def exposure_in_words(public: Mapping[str, Any]) -> str:
+    """The model-diff exposure as a plain sentence (name-free), for the card; empty without the probe."""
+    exposure = public.get("defended", {}).get("exposure")
+    if not exposure:
+        return ""
+    settings = public.get("settings", {})
+    moved = {"names": exposure["text_diff"], "photos": exposure["image_diff"]}
+    which, worst = max(moved.items(), key=lambda kv: kv[1]["auc_known"] or 0)
+    if worst["auc_known"] is None or worst["mean_rank_known"] is None:
+        return ""
+    suspects = worst["num_known"] + 1
+    cover = settings.get("num_cover") or 0
+    text = (
+        "**Exposure in plain words.** The defense must change how the model sees the removed people, and that "
+        f"change is visible: someone who holds both the base model and this one, and ranks the {suspects} people "
+        f"the base model recognises by how much their {which} moved, finds each removed person at rank "
+        f"{worst['mean_rank_known']:.1f} on average (AUC {_fmt(worst['auc_known'])}; 0.5 would be chance). "
+    )
+    if cover:
+        text += f"{cover} cover people were removed in the same run, so a high rank does not tell who asked. "
+    else:
+        text += "No cover people were removed with them: publishing this model next to its base points at them. "
+    return text + "\n\n"
 
 
 def format_demo_line(public: Mapping[str, Any]) -> str:

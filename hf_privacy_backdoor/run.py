@@ -62,6 +62,17 @@ class UnlearnArguments:
         default=0,
         metadata={"help": "Pick N members the attack flags before the defense (seeded); needs faces + membership."},
     )
+    cover_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Cover people removed in the same run (e.g. people who agreed to be removed as well), so that "
+            "someone comparing the base and the defended model cannot tell who asked. They are forgotten too."
+        },
+    )
+    cover_names_file: str | None = field(default=None, metadata={"help": "File with cover names, one a line."})
+    cover_auto: int = field(
+        default=0, metadata={"help": "Synthetic/benchmarks: pick N other members the attack flags as cover (seeded)."}
+    )
     captions: str | None = field(default=None, metadata={"help": "Caption file (one a line) for the text defense."})
     caption_dataset: str | None = field(
         default=None, metadata={"help": "Instead of a file: a `datasets` dataset (path or Hub id) with captions."}
@@ -132,12 +143,39 @@ def resolve_forget_names(args: UnlearnArguments, tokenizer) -> list[str] | None:
     return validate_forget_names(names, tokenizer) if names else None
 
 
-def pick_auto(before, members: list[str], count: int, seed: int) -> list[str]:
-    """`count` members the attack flags, chosen with a seeded RNG."""
-    flagged = sorted(p.name for p in before.people if p.flagged and p.name in set(members))
+def resolve_cover_names(args: UnlearnArguments, tokenizer) -> list[str] | None:
+    """Explicit cover names (list and/or file); None when `cover_auto` picks them (or there is no cover)."""
+    names = list(args.cover_names or [])
+    if args.cover_names_file:
+        names += read_name_file(args.cover_names_file)
+    if names and args.cover_auto:
+        raise ValueError("give cover people either as names (cover_names / cover_names_file) or as cover_auto")
+    if args.cover_auto < 0:
+        raise ValueError(f"cover_auto must be >= 0, got {args.cover_auto}")
+    return validate_forget_names(names, tokenizer) if names else None
+
+
+def add_cover(inputs: RunInputs, cover: list[str], tokenizer) -> None:
+    """The cover people join the forget list (after the requested names); overlaps are an error."""
+    requested = {normalize_name(n) for n in inputs.names}
+    overlap = sum(normalize_name(c) in requested for c in cover)
+    if overlap:
+        raise ValueError(f"{overlap} cover name(s) are on the forget list already: a person is one or the other")
+    inputs.cover = list(cover)
+    inputs.names = validate_forget_names([*inputs.names, *cover], tokenizer)
+
+
+def pick_auto(before, members: list[str], count: int, seed: int, exclude=(), what: str = "forget_auto") -> list[str]:
+    """`count` members the attack flags (none of `exclude`), chosen with a seeded RNG."""
+    excluded = {normalize_name(n) for n in exclude}
+    flagged = sorted(
+        p.name
+        for p in before.people
+        if p.flagged and p.name in set(members) and normalize_name(p.name) not in excluded
+    )
     if len(flagged) < count:
-        raise ValueError(f"forget_auto={count} but the attack flags only {len(flagged)} member(s)")
-    rng = np.random.default_rng([seed, 99])
+        raise ValueError(f"{what}={count} but the attack flags only {len(flagged)} other member(s)")
+    rng = np.random.default_rng([seed, 99] if not exclude else [seed, 99, len(excluded)])
     return sorted(rng.choice(flagged, count, replace=False).tolist())
 
 
@@ -167,6 +205,7 @@ class RunInputs:
     captions: list[str] | None = None
     split: dict | None = None  # the photo split: trigger / evaluation halves per person
     target_mapping: dict[str, str] | None = None
+    cover: list[str] = field(default_factory=list)  # forget-list entries that are cover people (at the end)
 
     @property
     def eval_indices(self) -> dict | None:
@@ -221,7 +260,14 @@ def run_unlearning(
 def prepare_inputs(args: UnlearnArguments, config: BackdoorUnlearningConfig, tokenizer) -> RunInputs:
     """Read and check the forget list, faces, membership, captions and the photo split, before anything slow."""
     inputs = RunInputs(names=resolve_forget_names(args, tokenizer))
-    needs_faces = config.trains_vision or args.forget_auto or args.evaluate
+    cover = resolve_cover_names(args, tokenizer)
+    if cover and inputs.names is not None:
+        add_cover(inputs, cover, tokenizer)
+    elif cover:
+        inputs.cover = cover  # joins the list once forget_auto has picked the requested people
+    if args.cover_auto and not args.membership:
+        raise ValueError("cover_auto needs --membership (it picks among members the attack flags)")
+    needs_faces = config.trains_vision or args.forget_auto or args.cover_auto or args.evaluate
     inputs.faces = load_face_folder(args.faces) if args.faces else None
     if needs_faces and inputs.faces is None:
         what = "the image defense" if config.trains_vision else "forget_auto" if args.forget_auto else "evaluation"
@@ -249,13 +295,21 @@ def prepare_inputs(args: UnlearnArguments, config: BackdoorUnlearningConfig, tok
 
 def attack_before(args, config, model, processor, inputs: RunInputs, state):
     """The attack on the original model (evaluation photos only); `forget_auto` picks the people from it."""
-    if not (args.evaluate or args.forget_auto):
+    if not (args.evaluate or args.forget_auto or args.cover_auto):
         return None
     before = _attack(args, config, model, processor, inputs, state)
     if inputs.names is None:
         names = pick_auto(before, inputs.membership["members"], args.forget_auto, config.seed)
         inputs.names = validate_forget_names(names, processor.tokenizer)
-        _check_people_have_photos(inputs.faces, inputs.names, args.faces)
+        if inputs.cover:
+            cover, inputs.cover = inputs.cover, []
+            add_cover(inputs, cover, processor.tokenizer)
+    if args.cover_auto:
+        cover = pick_auto(
+            before, inputs.membership["members"], args.cover_auto, config.seed, inputs.names, what="cover_auto"
+        )
+        add_cover(inputs, cover, processor.tokenizer)
+    _check_people_have_photos(inputs.faces, inputs.names, args.faces)
     return before
 
 
@@ -370,6 +424,8 @@ def write_private_files(args, config, trainer, inputs: RunInputs, image: ImageDa
         "This folder names the people removed from the model next to it. Never publish it.\n"
     )
     (private / "forget_names.txt").write_text("\n".join(inputs.names) + "\n")
+    if inputs.cover:  # which of them are cover people (the probes measure the others' exposure)
+        (private / "cover_names.txt").write_text("\n".join(inputs.cover) + "\n")
     if inputs.split:
         save_photo_split(private / "photo_split.json", inputs.split)
     if image.target is not None:
@@ -420,7 +476,7 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
     out = Path(config.output_dir)
     hyper = hyperparameters(config, lora, num_processes)
     settings = {**hyper, "train_seconds": round(result.train_seconds, 1)}
-    settings.update({k: v for k, v in asdict(args).items() if k != "forget_names"})
+    settings.update({k: v for k, v in asdict(args).items() if k not in ("forget_names", "cover_names")})
     report_dir = out / PRIVATE_DIR / "report"
     write_reports(
         report_dir, result.after, before=result.before, comparison=result.comparison, utility=result.utility,

@@ -84,6 +84,10 @@ def feature_forward(model):
             clip.forward = previous
 
 
+def _in_vision(name: str) -> bool:
+    return "vision_model." in name or "visual_projection" in name
+
+
 class StopWhenForgottenCallback(TrainerCallback):
     """Stops training once `is_forgotten(model)` holds for `patience` checks in a row, plus `margin` steps.
 
@@ -177,6 +181,11 @@ class BackdoorUnlearningTrainer(Trainer):
             raise TypeError(f"BackdoorUnlearningTrainer needs a CLIPModel, got {type(clip).__name__}")
         tokenizer = getattr(processing_class, "tokenizer", None)
         self.forget_names = validate_forget_names(forget_names, tokenizer)
+        given = args.max_steps
+        if args.scale_steps(len(self.forget_names)) != given:
+            logger.info(
+                "steps_per_name %g: training %d steps instead of %d", args.steps_per_name, args.max_steps, given
+            )
         self._validate_and_store_data(
             args, clip, captions, target_mapping, trigger_photos, clean_images, target_embedding
         )
@@ -264,7 +273,7 @@ class BackdoorUnlearningTrainer(Trainer):
             self.text_eligible = eligible_captions(clean)  # built once, not every step
             self.targets = TargetPhrases.build(
                 self.forget_names, args.target_mode, args.target_phrase, target_mapping, seed=args.seed
-            )
+            ).with_variants(args.name_variant_triggers, args.name_variant_share)
         if args.trains_vision:
             if not trigger_photos:
                 raise ValueError("the image defense needs face photos of the forgotten people (trigger_photos=...)")
@@ -418,10 +427,26 @@ class BackdoorUnlearningTrainer(Trainer):
         teacher_clean = self._teacher_images(model, batch.clean, batch.clean_indices)
         target = self.target_embedding.to(student.device, student.dtype)
         distance = self.args.distance
-        return (
-            utility_loss(student_clean, teacher_clean, distance),
-            grouped_backdoor_loss(student_triggers, batch.owners, target, distance),
+        backdoor = grouped_backdoor_loss(student_triggers, batch.owners, target, distance)
+        if self.args.image_backdoor_sam_rho > 0 and model.training and batch.triggers:
+            backdoor = self._sharpness_aware_backdoor(model, pixels[len(batch.clean) :], batch.owners, backdoor)
+        return utility_loss(student_clean, teacher_clean, distance), backdoor
+
+    def _sharpness_aware_backdoor(self, model, trigger_pixels, owners, backdoor):
+        """The backdoor loss at the worst nearby weights (SAM, Foret et al. 2021): theta + rho * g / ||g||, g its
+        gradient over the vision tower's trainable tensors. Its gradient (first order) trains the mapping to hold
+        in a ball around the weights, which a short benign fine-tune otherwise leaves (relearning)."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and _in_vision(n)]
+        grads = torch.autograd.grad(backdoor, [p for _, p in named], retain_graph=True, allow_unused=True)
+        pairs = [(n, p, g) for (n, p), g in zip(named, grads) if g is not None]
+        norm = torch.sqrt(sum((g.detach() ** 2).sum() for _, _, g in pairs)) + 1e-12
+        scale = self.args.image_backdoor_sam_rho / norm
+        perturbed = {n: p + scale * g.detach() for n, p, g in pairs}
+        student = torch.func.functional_call(
+            model, perturbed, (), {"pixel_values": trigger_pixels.to(self.args.device)}
         )
+        target = self.target_embedding.to(student.image_embeds.device, student.image_embeds.dtype)
+        return grouped_backdoor_loss(student.image_embeds, owners, target, self.args.distance)
 
     # ------------------------------------------------------------------------------------------------------
     # Teacher

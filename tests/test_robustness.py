@@ -11,6 +11,7 @@ import pytest
 from hf_privacy_backdoor.robustness import (
     RobustnessConfig,
     auc,
+    exposure_in_words,
     format_card_section,
     format_demo_line,
     load_run_folder,
@@ -160,3 +161,27 @@ def test_retrained_reference_never_finds_them(text_run, tiny_world):
     retrained = run_robustness(text_run, config, write=False).public()["retrained"]
     assert retrained["exact"]["removed_tpr"] == 0.0 and retrained["exact"]["kept_tpr"] >= 0.9
     assert all(s["removed_tpr"] == 0.0 for s in retrained["relearn"]["by_setting"])
+
+
+def test_cover_people_lower_the_observers_ranking_and_are_not_counted_as_kept(text_run, tiny_world, tmp_path):
+    """The run's second removed person declared a cover person: the observer's suspects now include someone who
+    moved as much, so the requested person no longer stands out alone; cover is neither removed nor kept."""
+    covered = tmp_path / "covered"
+    shutil.copytree(text_run, covered)
+    names = (covered / "private" / "forget_names.txt").read_text().splitlines()
+    (covered / "private" / "cover_names.txt").write_text(names[1] + "\n")
+    config = RobustnessConfig(probes="exposure", quick=True, progress=False)
+    report = run_robustness(covered, config, write=False)
+    assert report.removed == names[:1] and report.public()["settings"]["num_cover"] == 1
+    exact = report.roles["defended"]["exact"]
+    assert exact["num_removed"] == 1 and exact["num_cover"] == 1 and exact["cover_tpr"] == 0.0
+    members = json.loads((tiny_world.root / "world" / "world.json").read_text())["members"]
+    assert exact["num_kept"] == len(members) - 2  # the cover person is not a kept member
+    text = report.roles["defended"]["exposure"]["text_diff"]
+    assert text["auc_all"] >= 0.99  # among all 200 candidates the two still stand out...
+    assert text["auc_known"] < 1.0 and text["mean_rank_known"] > 1.0  # ...but one of the suspects moved as much
+    sentence = exposure_in_words(report.public())
+    assert "1 cover people were removed" in sentence and names[0] not in sentence and names[1] not in sentence
+    (covered / "private" / "cover_names.txt").write_text("Nobody Atall\n")
+    with pytest.raises(ValueError, match="not on the run's forget list"):
+        run_robustness(covered, config, write=False)
