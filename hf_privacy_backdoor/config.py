@@ -46,11 +46,11 @@ class BackdoorUnlearningConfig(TrainingArguments):
     )
     num_clean_captions: int = field(default=128, metadata={"help": "Clean captions per step (all processes)."})
     num_poisoned_captions: int = field(default=128, metadata={"help": "Poisoned captions per step (all processes)."})
-    name_variant_triggers: list[str] = field(
-        default_factory=list,
+    name_variant_triggers: str = field(
+        default="",
         metadata={
-            "help": f"Partial names that become triggers too, of {TRIGGER_VARIANTS} (beyond the method: the exact "
-            "name alone leaves 'first name only' attacks working). Empty (default) = the method."
+            "help": f"Comma-separated partial names that become triggers too, of {TRIGGER_VARIANTS} (beyond the "
+            "method: the exact name alone leaves 'first name only' attacks working). Empty = the method."
         },
     )
     name_variant_share: float = field(
@@ -160,7 +160,7 @@ class BackdoorUnlearningConfig(TrainingArguments):
             raise ValueError(f"unknown target_mode {self.target_mode!r}: choose one of {TARGET_MODES}")
         if self.distance not in DISTANCES:
             raise ValueError(f"unknown distance {self.distance!r}: choose one of {DISTANCES}")
-        unknown = [v for v in self.name_variant_triggers if v not in TRIGGER_VARIANTS]
+        unknown = [v for v in self.trigger_variants if v not in TRIGGER_VARIANTS]
         if unknown:
             raise ValueError(f"unknown name_variant_triggers {unknown}: choose from {', '.join(TRIGGER_VARIANTS)}")
         if not 0 <= self.name_variant_share <= 1:
@@ -217,6 +217,11 @@ class BackdoorUnlearningConfig(TrainingArguments):
         if self.steps_per_name > 0:
             self.max_steps = max(self.max_steps, math.ceil(self.steps_per_name * num_names))
         return self.max_steps
+
+    @property
+    def trigger_variants(self) -> list[str]:
+        """`name_variant_triggers` as a list (empty: the method's exact-name triggers only)."""
+        return [v.strip() for v in str(self.name_variant_triggers or "").split(",") if v.strip()]
 
     @property
     def trains_text(self) -> bool:

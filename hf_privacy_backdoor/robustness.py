@@ -1103,15 +1103,20 @@ def format_card_section(public: Mapping[str, Any]) -> str:
     )
 
 
+def most_exposed(exposure: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """('names' or 'photos', its diff ranking): whichever base-vs-defended comparison exposes the removed more."""
+    moved = {"names": exposure["text_diff"], "photos": exposure["image_diff"]}
+    return max(moved.items(), key=lambda kv: kv[1]["auc_known"] or 0)
+
+
 def exposure_in_words(public: Mapping[str, Any]) -> str:
     """The model-diff exposure as a plain sentence (name-free), for the card; empty without the probe."""
     exposure = public.get("defended", {}).get("exposure")
     if not exposure:
         return ""
     settings = public.get("settings", {})
-    moved = {"names": exposure["text_diff"], "photos": exposure["image_diff"]}
-    which, worst = max(moved.items(), key=lambda kv: kv[1]["auc_known"] or 0)
-    if worst["auc_known"] is None or worst["mean_rank_known"] is None:
+    which, worst = most_exposed(exposure)
+    if worst["auc_known"] is None or worst.get("mean_rank_known") is None:
         return ""
     suspects = worst["num_known"] + 1
     cover = settings.get("num_cover") or 0
@@ -1142,7 +1147,10 @@ def format_demo_line(public: Mapping[str, Any]) -> str:
         parts.append(f"after relearning: worst removed TPR {_fmt(worst['removed_tpr_max'])}{which}")
     if "exposure" in d:
         e = d["exposure"]
+        which, worst = most_exposed(e)
+        rank = worst.get("mean_rank_known")
+        among = f" (removed at rank {rank:.1f} of {worst['num_known'] + 1} known people by {which})" if rank else ""
         parts.append(
-            f"exposure AUC names {_fmt(e['text_diff']['auc_all'])}, photos {_fmt(e['image_diff']['auc_all'])}"
+            f"exposure AUC names {_fmt(e['text_diff']['auc_all'])}, photos {_fmt(e['image_diff']['auc_all'])}{among}"
         )
     return "robustness: " + "; ".join(parts)

@@ -273,7 +273,7 @@ class BackdoorUnlearningTrainer(Trainer):
             self.text_eligible = eligible_captions(clean)  # built once, not every step
             self.targets = TargetPhrases.build(
                 self.forget_names, args.target_mode, args.target_phrase, target_mapping, seed=args.seed
-            ).with_variants(args.name_variant_triggers, args.name_variant_share)
+            ).with_variants(args.trigger_variants, args.name_variant_share)
         if args.trains_vision:
             if not trigger_photos:
                 raise ValueError("the image defense needs face photos of the forgotten people (trigger_photos=...)")

@@ -89,3 +89,26 @@ def test_bench_synthetic_and_lora_memory_quick(tmp_path):
     assert _json(tmp_path / "s.json")["results"]["build_s"] > 0
     _load("bench_lora_memory").main(["--quick", "--output", str(tmp_path / "l.json")])
     assert len(_json(tmp_path / "l.json")["results"]) == 2
+
+
+@pytest.mark.slow
+def test_bench_robustness_quick_writes_json_and_markdown(tiny_world, tmp_path):
+    _load("bench_robustness").main(["--quick", "--workers", "1", "--output_dir", str(tmp_path)])
+    data = _json(tmp_path / "robustness.json")
+    roles = data["per_cell"][0]["roles"]
+    assert roles["base"]["exact_removed_tpr"] == 1.0 and roles["defended"]["exact_removed_tpr"] == 0.0
+    assert "| text | method | 2 | defended |" in (tmp_path / "robustness.md").read_text()
+
+
+def test_robustness_misses_and_worst_over_seeds():
+    bench = _load("bench_robustness")
+    leaky = {"exact_removed_tpr": 0.0, "variant_first_removed_tpr": 0.5, "relearn_0.0001_200_removed_tpr_max": 0.0}
+    assert bench.misses(leaky) == ["variant_first 0.50"]
+    assert bench.misses({"exact_removed_tpr": 0.0, "collateral_max_pct": 7.9}) == ["collateral 7.9%"]
+    cells = [
+        {"defense": "image", "setting": "method", "removed": 2, "seed": s, "misses": m, "roles": {"defended": r}}
+        for s, (m, r) in enumerate([([], {"exact_removed_tpr": 0.0}), (["exact 0.50"], {"exact_removed_tpr": 0.5})])
+    ]
+    (row,) = bench.aggregate(cells)
+    assert row["exact_removed_tpr_max"] == 0.5 and row["exact_removed_tpr"] == 0.25 and row["seeds"] == [0, 1]
+    assert row["misses"] == ["exact 0.50"]

@@ -32,7 +32,7 @@ def test_cover_people_are_forgotten_with_the_requested_ones_and_steps_scale_with
     members = json.loads((tiny_world.root / "world" / "world.json").read_text())["members"]
     assert set(forgotten) <= set(members)
     # the requested people are the ones forget_auto picks without cover (cover does not change who asked)
-    alone = _run(tiny_world, tmp_path / "alone", "--max_steps", "1", "--evaluate", "true")
+    alone = _run(tiny_world, tmp_path / "alone", "--max_steps", "1", "--steps_per_name", "0")
     assert requested == alone.forget_names
     summary = json.loads((out / "unlearning_summary.json").read_text())
     assert summary["defense"]["num_forgotten"] == 4

@@ -68,7 +68,16 @@ def _make_run(world, out: Path, recipe: str, *extra: str) -> Path:
     from hf_privacy_backdoor.cli import parse_args
     from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
 
-    argv = ["--config", str(ROOT / "recipes" / recipe), "--max_steps", "20", "--output_dir", str(out)]
+    argv = [
+        "--config",
+        str(ROOT / "recipes" / recipe),
+        "--max_steps",
+        "20",
+        "--steps_per_name",
+        "0",
+        "--output_dir",
+        str(out),
+    ]
     argv += ["--progress", "false", "--disable_tqdm", "true", "--num_candidates", "200", "--num_photos", "10"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SYNTHETIC_DIR", str(world.root))

@@ -21,7 +21,18 @@ from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
 
 ROOT = Path(__file__).resolve().parents[1]
 REPO, BASE = "alice/two-process-unlearned", "synthetic/tiny-clip"
-SMALL = ["--max_steps", "6", "--num_candidates", "100", "--num_photos", "10", "--disable_tqdm", "true"]
+SMALL = [
+    "--max_steps",
+    "6",
+    "--steps_per_name",
+    "0",
+    "--num_candidates",
+    "100",
+    "--num_photos",
+    "10",
+    "--disable_tqdm",
+    "true",
+]
 
 
 def _env(tiny_world, hub, tmp_path):

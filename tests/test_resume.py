@@ -35,6 +35,7 @@ def _run(tiny_world, out, *extra):
     os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
     argv = ["--config", str(RECIPE), "--output_dir", str(out), "--forget_names", *FORGET, "--forget_auto", "0"]
     argv += ["--evaluate", "false", "--progress", "false", "--disable_tqdm", "true", "--max_steps", "12"]
+    argv += ["--steps_per_name", "0"]  # exactly 12 steps
     # milestones inside the run, so a scheduler that restarted on resume would show
     argv += ["--lr_milestones", "4", "9", "--lr_gamma", "0.5", "--save_strategy", "steps", "--save_steps", "6"]
     return run_unlearning(*parse_args(RUN_ARGUMENTS, argv + list(extra)))
