@@ -99,6 +99,20 @@ def test_image_training_is_deterministic(tiny_world, tiny_clip, image_data, tmp_
     assert not torch.equal(w[0], w[2])  # and another seed draws other batches
 
 
+def test_sharpness_aware_backdoor_measures_the_loss_at_worse_nearby_weights(tiny_world, image_data, tmp_path):
+    """SAM (image_backdoor_sam_rho): step 0's backdoor loss is taken at weights moved up its own gradient, so it
+    is larger than the plain one; the towers and LayerNorms stay as they are without it (default 0 = method)."""
+    plain = train_image(tiny_world, tmp_path / "plain", image_data, max_steps=1)
+    sam = train_image(tiny_world, tmp_path / "sam", image_data, max_steps=1, image_backdoor_sam_rho=0.5)
+    first = [next(h["image_backdoor"] for h in t.state.log_history if "image_backdoor" in h) for t in (plain, sam)]
+    assert first[1] > first[0]
+    assert plain.state.log_history[0]["image_utility"] == sam.state.log_history[0]["image_utility"]
+    w = [t.model.vision_model.encoder.layers[0].mlp.fc1.weight for t in (plain, sam)]
+    assert not torch.equal(w[0], w[1])
+    with pytest.raises(ValueError, match="image_backdoor_sam_rho"):
+        image_config(tmp_path, image_backdoor_sam_rho=-1)
+
+
 def test_bad_image_input(tiny_world, tiny_clip, image_data, tmp_path):
     model, processor = tiny_clip
     names, trigger, clean, target, _ = image_data

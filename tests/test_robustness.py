@@ -80,6 +80,8 @@ def test_reports_are_written_and_the_summary_names_no_one(report, text_run):
     assert format_demo_line(summary["robustness"]).startswith("robustness: exact removed TPR 0.00")
     card = format_card_section(summary["robustness"])
     assert card.startswith("## Robustness") and "| exposure: names moved (base vs model) |" in card
+    # the exposure in plain words: the removed people rank first among the people the base model knows
+    assert "**Exposure in plain words.**" in card and "at rank 1.0 on average" in card and "No cover people" in card
     from hf_privacy_backdoor.hub import render_model_card
 
     model_card = str(render_model_card(summary, base_model_id="synthetic/tiny-clip", adapter=False))
