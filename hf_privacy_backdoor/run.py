@@ -501,6 +501,7 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
 def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_processes: int) -> dict[str, Any]:
     """The run's method and optimiser settings (name-free: the forget list is never a setting)."""
     keys = ["defense", "learning_rate", "max_steps", "lr_milestones", "lr_gamma", "seed", "distance"]
+    keys += ["steps_per_name"] if config.steps_per_name else []
     keys += ["stop_when_forgotten"] + (
         ["forgotten_check_steps", "forgotten_patience"] if config.stop_when_forgotten else []
     )
@@ -508,9 +509,11 @@ def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_p
         keys += ["target_mode", "text_backdoor_weight", "text_weight_distance"]
         keys += ["num_clean_captions", "num_poisoned_captions"]
         keys += ["target_phrase"] if config.target_mode == "phrase" else []
+        keys += ["name_variant_triggers", "name_variant_share"] if config.trigger_variants else []
     if config.trains_vision:
         keys += ["image_backdoor_weight", "image_weight_distance", "num_clean_images", "num_trigger_images"]
         keys += ["trigger_scale_min", "trigger_scale_max", "trigger_color_jitter", "trigger_rotation"]
+        keys += ["image_backdoor_sam_rho"] if config.image_backdoor_sam_rho else []
     hyper = {k: getattr(config, k) for k in keys}
     hyper["num_processes"] = num_processes
     hyper["use_lora"] = lora.use_lora

@@ -46,6 +46,22 @@ def test_cover_people_are_forgotten_with_the_requested_ones_and_steps_scale_with
     assert result.forget_names == forgotten
 
 
+def test_explicit_cover_names_join_the_forget_list(tiny_world, tmp_path):
+    members = json.loads((tiny_world.root / "world" / "world.json").read_text())["members"]
+    out = tmp_path / "explicit"
+    cover_file = tmp_path / "cover.txt"
+    cover_file.write_text(f"# agreed to be removed too\n{members[3]}\n")
+    flags = ["--forget_names", *members[:2], "--cover_names", members[2], "--cover_names_file", str(cover_file)]
+    result = _run(tiny_world, out, *flags, "--evaluate", "false", "--max_steps", "1", "--steps_per_name", "0")
+    assert result.forget_names == members[:4]
+    assert (out / "private" / "cover_names.txt").read_text().splitlines() == members[2:4]
+    public = [f for f in out.rglob("*") if f.is_file() and "private" not in f.relative_to(out).parts]
+    assert public  # the model, its config, the training arguments
+    for file in public:  # cover people are as private as the requested ones
+        data = file.read_bytes().lower()
+        assert not any(n.lower().encode() in data for n in members[:4]), file.name
+
+
 def test_cover_and_steps_errors(tiny_world, tmp_path):
     with pytest.raises(ValueError, match="either as names"):
         _run(tiny_world, tmp_path / "a", "--cover_auto", "1", "--cover_names", "Zed Quux")
