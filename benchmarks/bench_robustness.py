@@ -113,7 +113,8 @@ def run_cell(cell: dict) -> dict:
         summary = json.loads((Path(out) / "unlearning_summary.json").read_text())
     row = {k: cell[k] for k in ("defense", "setting", "removed", "seed")}
     row.update({f"run_{k}": v for k, v in cell_numbers(summary).items() if k != "misses"})
-    row["roles"] = {role: role_numbers(public[role]) for role in ("defended", "base", "retrained") if role in public}
+    roles = ("defended", "base", "retrained") if cell["ends"] else ("defended",)  # base: exact attack only otherwise
+    row["roles"] = {role: role_numbers(public[role]) for role in roles if role in public}
     row["wall_s"] = round(time.perf_counter() - start, 1)
     row["train_wall_s"] = round(train_wall, 1)
     row["misses"] = misses(row["roles"]["defended"])
@@ -149,6 +150,8 @@ def misses(numbers: dict) -> list[str]:
     """Which of the issue's targets the defended model misses: removed TPR 0 under every probe, collateral <= 5%."""
     out = []
     for key, value in numbers.items():
+        if key == "worst_variant_removed_tpr":
+            continue  # the variant itself is listed
         if key.endswith(("removed_tpr", "removed_tpr_max")) and value is not None and value > TARGETS["removed_tpr"]:
             out.append(f"{key.removesuffix('_removed_tpr').removesuffix('_removed_tpr_max')} {value:.2f}")
     if numbers.get("collateral_max_pct", 0) > TARGETS["collateral_pct"]:
