@@ -75,6 +75,7 @@ def trace_case(recipe: str, steps: int, max_grad_norm: float) -> list[dict[str, 
         argv = ["--config", str(ROOT / "recipes" / recipe), "--output_dir", out, "--forget_names", *FORGET]
         argv += ["--forget_auto", "0", "--evaluate", "false", "--progress", "false", "--disable_tqdm", "true"]
         argv += ["--max_steps", str(steps), "--max_grad_norm", str(max_grad_norm), "--logging_steps", "1000"]
+        argv += ["--name_variant_triggers", "", "--steps_per_name", "0"]  # the recorded traces: exact names
         run_module.build_trainer = build_and_trace
         try:
             run_unlearning(*parse_recipe(RUN_ARGUMENTS, argv))
