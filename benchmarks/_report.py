@@ -31,3 +31,14 @@ def machine_info(**extra) -> dict:
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return {**info, **extra}
+
+
+def run_cells(fn, cells: list, workers: int) -> list:
+    """`fn` over `cells`, in `workers` spawned processes when there is more than one of each (in order)."""
+    if workers > 1 and len(cells) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(cells)), mp_context=multiprocessing.get_context("spawn")) as ex:
+            return list(ex.map(fn, cells))
+    return [fn(c) for c in cells]

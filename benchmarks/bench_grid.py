@@ -25,12 +25,11 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import machine_info, print_table_and_save  # noqa: E402
+from _report import machine_info, print_table_and_save, run_cells  # noqa: E402
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,13 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
         if n <= base["members"]
     ]
     cells.sort(key=lambda c: -c["removed"] * (3 if c["defense"] != "text" else 1))  # longest first
-    if args.workers > 1 and len(cells) > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(min(args.workers, len(cells)), mp_context=multiprocessing.get_context("spawn")) as ex:
-            results = list(ex.map(run_cell, cells))
-    else:
-        results = [run_cell(c) for c in cells]
+    results = run_cells(run_cell, cells, args.workers)
     rows = aggregate(results)
     out = Path(args.output_dir)
     report = {

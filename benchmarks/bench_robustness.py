@@ -24,12 +24,11 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _report import machine_info, print_table_and_save  # noqa: E402
+from _report import machine_info, print_table_and_save, run_cells  # noqa: E402
 from bench_grid import cell_numbers  # noqa: E402
 
 
@@ -283,13 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
                     cell = {"defense": d, "setting": setting, "removed": n, "seed": s, "flags": recipe_flags}
                     cells.append({**cell, **shared, "ends": ends, "retrained": ends and args.retrained})
     cells.sort(key=lambda c: (c["defense"] == "text", not c["ends"]))  # long cells first
-    if args.workers > 1 and len(cells) > 1:
-        import multiprocessing
-
-        with ProcessPoolExecutor(min(args.workers, len(cells)), mp_context=multiprocessing.get_context("spawn")) as ex:
-            results = list(ex.map(run_cell, cells))
-    else:
-        results = [run_cell(c) for c in cells]
+    results = run_cells(run_cell, cells, args.workers)
     rows = aggregate(results)
     report = {
         "cells": len(results),

@@ -62,6 +62,7 @@ def test_explicit_cover_names_join_the_forget_list(tiny_world, tmp_path):
         assert not any(n.lower().encode() in data for n in members[:4]), file.name
 
 
+@pytest.mark.slow  # runs the attack for the cover_auto error; keeps make test under 10 min
 def test_cover_and_steps_errors(tiny_world, tmp_path):
     with pytest.raises(ValueError, match="either as names"):
         _run(tiny_world, tmp_path / "a", "--cover_auto", "1", "--cover_names", "Zed Quux")

@@ -99,6 +99,7 @@ def test_image_training_is_deterministic(tiny_world, tiny_clip, image_data, tmp_
     assert not torch.equal(w[0], w[2])  # and another seed draws other batches
 
 
+@pytest.mark.slow  # an option no recipe uses; keeps make test under 10 min
 def test_sharpness_aware_backdoor_measures_the_loss_at_worse_nearby_weights(tiny_world, image_data, tmp_path):
     """SAM (image_backdoor_sam_rho): step 0's backdoor loss is taken at weights moved up its own gradient, so it
     is larger than the plain one; the towers and LayerNorms stay as they are without it (default 0 = method)."""
