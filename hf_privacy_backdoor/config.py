@@ -111,9 +111,10 @@ class BackdoorUnlearningConfig(TrainingArguments):
     stop_when_forgotten: bool = field(
         default=False,
         metadata={
-            "help": "Every forgotten_check_steps steps, run a cheap attack on the forgotten people's trigger photos "
-            "(never the evaluation photos); stop once nobody is identified for forgotten_patience checks in a "
-            "row, plus forgotten_margin_steps more steps. max_steps stays the upper bound."
+            "help": "Every forgotten_check_steps steps, run a cheap attack on trigger photos (never the evaluation "
+            "photos); stop once no forgotten person is identified, by the full name or a trained partial name, "
+            "and no kept person the check identified on the base model is lost, for forgotten_patience checks "
+            "in a row, plus forgotten_margin_steps more steps. max_steps stays the upper bound."
         },
     )
     forgotten_check_steps: int = field(default=25, metadata={"help": "Steps between two forgotten checks."})
@@ -122,6 +123,13 @@ class BackdoorUnlearningConfig(TrainingArguments):
     )
     forgotten_margin_steps: int = field(
         default=25, metadata={"help": "Steps trained after the last needed check, before stopping."}
+    )
+    forgotten_check_kept: int = field(
+        default=64,
+        metadata={
+            "help": "Kept people the forgotten check re-checks (a seeded sample of those it identifies on the base "
+            "model); 0 checks the forgotten people only."
+        },
     )
     # Method-appropriate TrainingArguments defaults
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
@@ -190,6 +198,8 @@ class BackdoorUnlearningConfig(TrainingArguments):
             raise ValueError(f"image_backdoor_sam_rho must be >= 0, got {self.image_backdoor_sam_rho}")
         if self.steps_per_name < 0:
             raise ValueError(f"steps_per_name must be >= 0, got {self.steps_per_name}")
+        if self.forgotten_check_kept < 0:
+            raise ValueError(f"forgotten_check_kept must be >= 0, got {self.forgotten_check_kept}")
         if self.forgotten_margin_steps < 0:
             raise ValueError(f"forgotten_margin_steps must be >= 0, got {self.forgotten_margin_steps}")
         if self.per_device_train_batch_size != 1:

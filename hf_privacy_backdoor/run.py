@@ -193,6 +193,7 @@ class RunResult:
     utility: dict[str, Any] = field(default_factory=dict)
     train_seconds: float = 0.0
     steps_trained: int = 0
+    forgotten_checks: list[dict] = field(default_factory=list)  # stop_when_forgotten: one entry per check
 
 
 @dataclass
@@ -244,6 +245,7 @@ def run_unlearning(
     defended, train_seconds = train_and_save(args, config, lora, trainer, processor, state)
     result = RunResult(Path(config.output_dir), inputs.names, {}, before=before, train_seconds=train_seconds)
     result.steps_trained = trainer.state.global_step
+    result.forgotten_checks = forgotten_check_history(trainer)
     if args.evaluate:
         evaluate_after(args, config, lora, result, defended, processor, inputs, image, state)
     if _is_main(state):
@@ -368,7 +370,7 @@ def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: R
     if config.stop_when_forgotten:
         trainer.add_callback(
             StopWhenForgottenCallback(
-                forgotten_check(args, config, processor, inputs),
+                forgotten_check(args, config, processor, model, inputs),
                 every=config.forgotten_check_steps,
                 patience=config.forgotten_patience,
                 margin=config.forgotten_margin_steps,
@@ -382,38 +384,47 @@ def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: R
     return trainer
 
 
-def forgotten_check(args, config, processor, inputs: RunInputs, extra_candidates: int = 50):
-    """A cheap attack for `stop_when_forgotten`: photos of the trigger half (never the evaluation photos; under
-    the image defense the quarter of it held out of training, see `_check_photos`), a candidate subset.
-
-    The candidates are every evaluated person's true name plus the first `extra_candidates` generated names of
-    the real attack's list: a subset of it, so a true name that wins no photo here wins none in the full attack
-    (majority votes can still differ: the check is a cheap proxy, and the final attack on the evaluation photos
-    is what the run reports). A person the check cannot evaluate (too few trigger photos) counts as not
-    forgotten (fail closed).
-    """
-    from .evaluation import run_idia
-    from .evaluation.idia import candidate_names
+def forgotten_check(args, config, processor, model, inputs: RunInputs):
+    """The cheap check for `stop_when_forgotten` (see `stop_check`): trigger-half photos only (under the image
+    defense the quarter of it held out of training, see `_check_photos`), a candidate subset, the trained
+    partial names, and the kept people the check identifies on the base model (`model`, before training)."""
+    from .stop_check import ForgottenCheck
 
     faces, trigger = inputs.faces, inputs.split["trigger"]
-    people = [faces.resolve(n) for n in inputs.names]
-    everyone = set(faces.names())
-    full = candidate_names(sorted(everyone), args.num_candidates, config.seed)
-    candidates = [c for c in full if c in everyone] + [c for c in full if c not in everyone][:extra_candidates]
-    indices = {p: _check_photos(config, trigger[p]) for p in people}
-    k = min(args.num_photos, *(len(v) for v in indices.values()))
+    members = inputs.membership["members"] if inputs.membership else faces.names()
+    skip = {normalize_name(n) for n in [*inputs.names, *inputs.cover]}
+    others = [faces.resolve(n) for n in members if normalize_name(n) not in skip and _has_photos(faces, n)]
+    people = [faces.resolve(n) for n in inputs.names] + others
+    check = ForgottenCheck(
+        processor, faces, inputs.names, others, {p: _check_photos(config, trigger[p]) for p in people},
+        num_candidates=args.num_candidates, variants=config.trigger_variants if config.trains_text else (),
+        num_kept=config.forgotten_check_kept, image_frozen=not config.trains_vision, num_photos=args.num_photos,
+        tau=args.tau, seed=config.seed,
+    )  # fmt: skip
+    check.baseline(model)
+    return check
 
-    def is_forgotten(model) -> bool:
-        was_training = model.training
-        model.eval()
-        result = run_idia(
-            model, processor, faces, people=people, candidates=candidates, photo_indices=indices, num_photos=k,
-            tau=args.tau, seed=config.seed, progress=False,
-        )  # fmt: skip
-        model.train(was_training)
-        return len(result.people) == len(people) and not any(p.flagged for p in result.people)
 
-    return is_forgotten
+def forgotten_check_history(trainer) -> list[dict]:
+    """The stop check's answers, name-free: step, forgotten found, variant found, kept lost, forgotten."""
+    from .trainer import StopWhenForgottenCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, StopWhenForgottenCallback):
+            outcomes = getattr(callback.is_forgotten, "outcomes", [None] * len(callback.history))
+            return [
+                {"step": step, **(o.to_dict() if o else {}), "forgotten": forgotten}
+                for (step, forgotten), o in zip(callback.history, outcomes)
+            ]
+    return []
+
+
+def _has_photos(faces: FaceSource, name: str) -> bool:
+    try:
+        faces.resolve(name)
+    except KeyError:
+        return False
+    return True
 
 
 def write_private_files(args, config, trainer, inputs: RunInputs, image: ImageData) -> None:
@@ -492,6 +503,8 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
         "steps_trained": result.steps_trained,
         "train_seconds": round(result.train_seconds, 1),
     }
+    if result.forgotten_checks:
+        summary["defense"]["forgotten_checks"] = result.forgotten_checks
     summary["hyperparameters"] = hyper
     assert_no_names(summary, list(result.forget_names) + [p.name for p in result.after.people])
     write_json(out / SUMMARY_FILE, summary)
@@ -503,7 +516,9 @@ def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_p
     keys = ["defense", "learning_rate", "max_steps", "lr_milestones", "lr_gamma", "seed", "distance"]
     keys += ["steps_per_name"] if config.steps_per_name else []
     keys += ["stop_when_forgotten"] + (
-        ["forgotten_check_steps", "forgotten_patience"] if config.stop_when_forgotten else []
+        ["forgotten_check_steps", "forgotten_patience", "forgotten_margin_steps", "forgotten_check_kept"]
+        if config.stop_when_forgotten
+        else []
     )
     if config.trains_text:
         keys += ["target_mode", "text_backdoor_weight", "text_weight_distance"]

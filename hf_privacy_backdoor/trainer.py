@@ -308,7 +308,8 @@ class BackdoorUnlearningTrainer(Trainer):
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         """The reference's step schedule (lr x gamma at each milestone), or a standard scheduler."""
         milestones = self.args.lr_milestones
-        if self.lr_scheduler is None and milestones is not None:
+        scheduler = getattr(self.args.lr_scheduler_type, "value", self.args.lr_scheduler_type)
+        if self.lr_scheduler is None and milestones is not None and scheduler == "constant":
             gamma = self.args.lr_gamma
             optimizer = optimizer or self.optimizer
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -57,3 +57,52 @@ def test_text_recipe_stops_early_and_still_forgets(tiny_world, tmp_path):
     assert summary["unlearning"]["removed_tpr_after"] == 0.0  # the real attack, on the evaluation photos
     kept = [c for c in result.comparison.people if not c.removed]
     assert sum(c.category == "wrongfully_unlearned" for c in kept) <= 0.05 * len(kept)
+    # every check is in the public summary, counts only; the run stopped after two clean checks in a row
+    checks = summary["defense"]["forgotten_checks"]
+    assert [c["step"] for c in checks] == list(range(10, steps - 9, 10))
+    assert checks[-1]["forgotten"] and checks[-2]["forgotten"] and not any(c["forgotten"] for c in checks[:-2])
+    assert all(set(c) == {"step", "found", "variant_found", "kept_lost", "kept_correct", "forgotten"} for c in checks)
+    assert summary["hyperparameters"]["forgotten_check_kept"] == 64
+
+
+def _check(tiny_world, processor, forgotten, **kw):
+    from hf_privacy_backdoor.data.faces import load_face_folder
+    from hf_privacy_backdoor.data.images import make_photo_split
+    from hf_privacy_backdoor.stop_check import ForgottenCheck
+
+    faces = load_face_folder(tiny_world.faces_dir)
+    trigger = make_photo_split(faces, faces.names(), 0.5, seed=0)["trigger"]
+    others = [m for m in tiny_world.members if m not in forgotten]
+    return ForgottenCheck(processor, faces, forgotten, others, trigger, num_candidates=1000, image_frozen=True, **kw)
+
+
+def test_check_finds_people_by_full_and_partial_name_on_the_base_model(tiny_world, tiny_clip):
+    model, processor = tiny_clip
+    forgotten = tiny_world.members[:2]
+    check = _check(tiny_world, processor, forgotten, variants=["first", "last"], num_kept=8)
+    check.baseline(model)
+    assert len(check.kept) == 8 and not set(check.kept) & set(forgotten)
+    assert check(model) is False
+    outcome = check.outcomes[-1]
+    assert outcome.found == 2 and outcome.variant_found >= 1 and outcome.kept_lost == 0
+    assert outcome.kept_correct == pytest.approx(check.kept_correct_base, abs=0.01)
+    # a run without partial-name triggers checks no partial name
+    assert _check(tiny_world, processor, forgotten, num_kept=0).variants == []
+
+
+def test_check_does_not_stop_a_run_that_lost_kept_people(tiny_world, tiny_clip):
+    """A text tower that forgets everybody (scrambled) passes the forgotten test but loses the kept people."""
+    import copy
+
+    import torch
+
+    model, processor = tiny_clip
+    check = _check(tiny_world, processor, tiny_world.members[:2], num_kept=16)
+    check.baseline(model)
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        weight = broken.text_projection.weight
+        weight.copy_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)))
+    assert check(broken) is False
+    outcome = check.outcomes[-1]
+    assert outcome.kept_lost >= 8 and outcome.found <= 2

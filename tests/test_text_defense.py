@@ -157,6 +157,13 @@ def test_learning_rate_follows_the_milestones(tiny_world, tmp_path):
     )
     lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
     assert lrs == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    # a recipe's empty milestone list with another scheduler is that scheduler (it crashed before)
+    trainer = train_text(
+        tiny_world, tmp_path / "linear", tiny_world.members[:1], max_steps=4, lr_milestones=[],
+        lr_scheduler_type="linear", logging_steps=1,
+    )  # fmt: skip
+    lrs = [h["learning_rate"] for h in trainer.state.log_history if "learning_rate" in h]
+    assert lrs == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])
 
 
 def test_bad_input_gets_clear_errors(tiny_world, tiny_clip, tmp_path):
