@@ -142,6 +142,10 @@ def cell_numbers(summary: dict) -> dict:
         "steps_trained": defense["steps_trained"],
         "train_s": defense["train_seconds"],
     }
+    checks = defense.get("forgotten_checks") or []
+    if checks:  # stop_when_forgotten: the step of the first check that passed, and every check (counts only)
+        row["first_forgotten_step"] = next((c["step"] for c in checks if c.get("forgotten")), None)
+        row["forgotten_checks"] = checks
     for tower in ("text", "image"):
         for key, value in (util.get(tower) or {}).items():
             if key.startswith("sim_"):

@@ -34,9 +34,9 @@ class CheckOutcome:
     """One check, counts only (safe to publish)."""
 
     found: int  # forgotten people identified by their full name
-    variant_found: int  # forgotten people identified by a trained partial name
-    kept_lost: int  # kept people identified on the base model and no longer
-    kept_correct: float  # their mean correct templates (of 21; the base model's value is `kept_correct_base`)
+    variant_found: int | None  # forgotten people identified by a trained partial name (None: not asked)
+    kept_lost: int | None  # kept people identified on the base model and no longer (None: not asked)
+    kept_correct: float | None  # their mean correct templates (the base model's: `kept_correct_base`)
 
     @property
     def forgotten(self) -> bool:
@@ -128,28 +128,38 @@ class ForgottenCheck:
         self.kept_correct_base = sum(correct[p] for p in self.kept) / max(1, len(self.kept))
 
     def __call__(self, model) -> bool:
-        was_training = model.training
-        model.eval()
-        try:
-            outcome = self._check(model)
-        finally:
-            model.train(was_training)
+        outcome = self.evaluate(model)
         self.outcomes.append(outcome)
         return outcome.forgotten
 
     @torch.no_grad()
-    def _check(self, model) -> CheckOutcome:
-        text = self._text(model)
-        evaluable = [p for p in self.forgotten if p in self.photos]
-        correct = self._correct(model, [*evaluable, *self.kept], text)
-        found = len(self.forgotten) - len(evaluable) + sum(correct[p] >= self.tau for p in evaluable)
-        kept_lost = sum(correct[p] < self.tau for p in self.kept)
-        kept_correct = sum(correct[p] for p in self.kept) / max(1, len(self.kept))
-        variant_found = 0
-        for names in self.variants:
-            renamed = self._renamed(model, text, {p: w for p, w in names.items() if p in self.photos})
-            variant_found += sum(c >= self.tau for c in self._correct(model, list(names), renamed).values())
-        return CheckOutcome(found, variant_found, kept_lost, round(kept_correct, 2))
+    def evaluate(self, model, complete: bool = False) -> CheckOutcome:
+        """One check. Unless `complete`, it ends at the first part that fails (the partial names and the kept
+        people are then not asked: None), since the answer is "not yet" either way."""
+        was_training = model.training
+        model.eval()
+        try:
+            text = self._text(model)
+            evaluable = [p for p in self.forgotten if p in self.photos]
+            correct = self._correct(model, evaluable, text)
+            found = len(self.forgotten) - len(evaluable) + sum(correct[p] >= self.tau for p in evaluable)
+            outcome = CheckOutcome(found, None, None, None)
+            if found and not complete:
+                return outcome
+            outcome.variant_found = 0
+            for names in self.variants:
+                renamed = self._renamed(model, text, {p: w for p, w in names.items() if p in self.photos})
+                outcome.variant_found += sum(
+                    c >= self.tau for c in self._correct(model, list(names), renamed).values()
+                )
+            if outcome.variant_found and not complete:
+                return outcome
+            correct = self._correct(model, self.kept, text)
+            outcome.kept_lost = sum(correct[p] < self.tau for p in self.kept)
+            outcome.kept_correct = round(sum(correct.values()) / max(1, len(self.kept)), 2)
+            return outcome
+        finally:
+            model.train(was_training)
 
     def _text(self, model) -> torch.Tensor:
         return compute_text_embeddings(model, self.processor, self.candidates, progress=False).embeddings

@@ -147,6 +147,7 @@ def test_cached_build_is_reused_and_other_parameters_are_built_anew(tiny_world, 
         get_or_build_synthetic(WorldConfig(seed=1), cache_dir=tmp_path, progress=False)
 
 
+@pytest.mark.slow  # a second world build in a subprocess (~30 s); the in-process determinism test stays fast
 def test_same_seed_builds_the_same_tokenizer_and_model_in_another_process(tmp_path):
     """`tokenizers`' own BPE trainer breaks ties differently in every process; ours must not."""
     import subprocess
