@@ -749,6 +749,13 @@ def _image_similarities(original, defended, processor, inputs: RunInputs, image:
     )
 
 
+def _format_checks(checks: list[dict], max_steps) -> str:
+    """One line on stop_when_forgotten: when the check first passed and how the run ended."""
+    passed = [c["step"] for c in checks if c["forgotten"]]
+    first = f"first passed at step {passed[0]}" if passed else "never passed"
+    return f"stop_when_forgotten: {len(checks)} checks, {first} (max_steps {max_steps})"
+
+
 def format_run_summary(result: RunResult) -> str:
     """A compact before/after table for the terminal (aggregates only)."""
     if result.after is None:
@@ -778,6 +785,8 @@ def format_run_summary(result: RunResult) -> str:
         f"{result.train_seconds:.1f} s",
         f"{'':40s}{'before':>8s}{'after':>9s}",
     ]
+    if result.forgotten_checks:
+        lines.insert(1, _format_checks(result.forgotten_checks, d.get("max_steps")))
     for label, kind in (
         ("IDIA TPR, removed people (goal 0)", "removed"),
         ("IDIA TPR, kept members", "kept"),

@@ -63,6 +63,9 @@ def test_text_recipe_stops_early_and_still_forgets(tiny_world, tmp_path):
     assert checks[-1]["forgotten"] and checks[-2]["forgotten"] and not any(c["forgotten"] for c in checks[:-2])
     assert all(set(c) == {"step", "found", "variant_found", "kept_lost", "kept_correct", "forgotten"} for c in checks)
     assert summary["hyperparameters"]["forgotten_check_kept"] == 64
+    from hf_privacy_backdoor.run import format_run_summary
+
+    assert f"first passed at step {checks[-2]['step']}" in format_run_summary(result)
 
 
 def _check(tiny_world, processor, forgotten, **kw):
