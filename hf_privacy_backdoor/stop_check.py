@@ -70,16 +70,13 @@ class ForgottenCheck:
         tau: int = 1,
         seed: int = 0,
     ):
-        self.processor, self.tau, self.seed, self.num_kept, self.image_frozen = (
-            processor,
-            tau,
-            seed,
-            num_kept,
-            image_frozen,
-        )
+        self.processor, self.tau, self.seed = processor, tau, seed
+        self.num_kept, self.image_frozen = num_kept, image_frozen
         self.forgotten = [faces.resolve(n) for n in forgotten]
         gone = set(self.forgotten)
         others = [faces.resolve(n) for n in others if faces.resolve(n) not in gone]
+        # at most twice the kept sample is looked at (and its photos held in memory) for the baseline
+        others = sorted(random.Random(seed).sample(others, min(len(others), 2 * max(0, num_kept))))
         everyone = set(faces.names())
         full = candidate_names(sorted(everyone), num_candidates, seed)
         self.candidates = [c for c in full if c in everyone] + [c for c in full if c not in everyone][
@@ -125,6 +122,8 @@ class ForgottenCheck:
             model.train(was_training)
         flagged = [p for p in self.others if correct[p] >= self.tau]
         self.kept = sorted(random.Random(self.seed).sample(flagged, min(self.num_kept, len(flagged))))
+        for person in set(self.others) - set(self.kept):  # only the kept sample is checked from now on
+            del self.photos[person]
         self.kept_correct_base = sum(correct[p] for p in self.kept) / max(1, len(self.kept))
 
     def __call__(self, model) -> bool:

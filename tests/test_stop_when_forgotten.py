@@ -39,7 +39,8 @@ def test_never_forgotten_never_stops():
 
 
 def test_bad_settings_are_errors():
-    for bad in (dict(forgotten_check_steps=0), dict(forgotten_patience=0), dict(forgotten_margin_steps=-1)):
+    bad_settings = (dict(forgotten_check_steps=0), dict(forgotten_patience=0), dict(forgotten_margin_steps=-1))
+    for bad in (*bad_settings, dict(forgotten_check_kept=-1)):
         with pytest.raises(ValueError, match="forgotten_"):
             BackdoorUnlearningConfig(output_dir="x", use_cpu=True, **bad)
 
