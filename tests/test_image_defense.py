@@ -186,6 +186,10 @@ def test_run_saves_the_split_and_target_and_never_evaluates_trigger_photos(tiny_
             "false",
             "--trigger_grid",
             "true",
+            "--num_candidates",
+            "300",
+            "--objects",
+            "",
         ],
     )
     result = run_unlearning(args, config)
