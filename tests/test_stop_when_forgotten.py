@@ -111,3 +111,18 @@ def test_check_does_not_stop_a_run_that_lost_kept_people(tiny_world, tiny_clip):
     assert check(broken) is False
     outcome = check.evaluate(broken, complete=True)
     assert outcome.kept_lost >= 8 and not outcome.forgotten
+
+
+@pytest.mark.slow  # a LoRA run (~40 s): the check runs on the peft-wrapped model during training
+def test_lora_recipe_stops_early_through_the_adapter(tiny_world, tmp_path):
+    os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
+    recipe = RECIPE.with_name("synthetic_text_lora.yaml")
+    argv = ["--config", str(recipe), "--output_dir", str(tmp_path), "--progress", "false", "--disable_tqdm", "true"]
+    argv += ["--stop_when_forgotten", "true", "--forgotten_check_steps", "10", "--forgotten_margin_steps", "10"]
+    argv += ["--num_candidates", "300"]
+    run_unlearning(*parse_args(RUN_ARGUMENTS, argv))
+    summary = json.loads((tmp_path / "unlearning_summary.json").read_text())
+    checks = summary["defense"]["forgotten_checks"]
+    assert summary["defense"]["use_lora"] and summary["defense"]["steps_trained"] < summary["defense"]["max_steps"]
+    assert checks[-1]["forgotten"] and summary["unlearning"]["removed_tpr_after"] == 0.0
+    assert (tmp_path / "adapter_config.json").is_file()
