@@ -147,10 +147,10 @@ class ForgottenCheck:
                 return outcome
             outcome.variant_found = 0
             for names in self.variants:
-                renamed = self._renamed(model, text, {p: w for p, w in names.items() if p in self.photos})
-                outcome.variant_found += sum(
-                    c >= self.tau for c in self._correct(model, list(names), renamed).values()
-                )
+                names = {p: w for p, w in names.items() if p in self.photos}  # the rest counted in `found`
+                if names:
+                    correct = self._correct(model, list(names), self._renamed(model, text, names))
+                    outcome.variant_found += sum(c >= self.tau for c in correct.values())
             if outcome.variant_found and not complete:
                 return outcome
             correct = self._correct(model, self.kept, text)
