@@ -10,6 +10,7 @@ processes (`--workers`, default: one per core). The world is built once and cach
     OMP_NUM_THREADS=1 python benchmarks/bench_grid.py --defenses text image --removed 1 4 16 64 --seeds 0 \\
         --stop_when_forgotten true
     OMP_NUM_THREADS=1 python benchmarks/bench_grid.py --quick               # default world, text, 1 and 2 removed
+    python benchmarks/bench_grid.py --merge a/grid.json b/grid.json          # one table from runs made apart
 
 Flags this script does not know go to every run (command line wins over the recipe). Writes
 `<output_dir>/grid.json`, `grid.md` and `grid.png` (removed TPR and top-1 against the number removed, log2 axis,
@@ -51,6 +52,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--quick", action="store_true", help="default world, text, removed 1 2, seed 0, 40 steps")
     parser.add_argument("--output_dir", default="benchmarks/results", help="grid.json, grid.md, grid.png go here")
     parser.add_argument("--name", default="grid", help="file stem of the outputs")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="GRID_JSON",
+        help="run nothing: join the cells of earlier grid JSONs (same world and recipe flags, no cell twice) "
+        "into one table, JSON and plot",
+    )
     args, recipe_flags = parser.parse_known_args(argv)
     if args.quick:
         args.world, args.defenses, args.removed, args.seeds = "default", ["text"], [1, 2], [0]
@@ -205,6 +213,11 @@ def write_markdown(path: Path, base: dict, rows: list[dict], report: dict) -> No
         f"Recipe flags: `{' '.join(report['recipe_flags']) or '(none: the recipes as they are)'}`; seeds per cell: "
         "see column. Mean over seeds (± std where more than one).",
         "",
+    ]
+    if report.get("merged_from"):
+        parts = "; ".join(f"{m['file']} ({m['cells']} cells, {m['wall_s']:.0f} s)" for m in report["merged_from"])
+        lines += [f"Joined from grids run one after another: {parts}.", ""]
+    lines += [
         "| defense | removed | seeds | removed TPR before → after | kept TPR before → after | wrongly unlearned % | "
         "newly recalled % | FPR after | top-1 before → after | top-5 after | steps | train s | misses |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -258,8 +271,67 @@ def write_plot(path: Path, rows: list[dict]) -> bool:
     return True
 
 
+def merge_reports(paths: list[str]) -> dict:
+    """One grid report from grids run apart (e.g. one defense at a time): the cells of every part, re-aggregated.
+
+    The parts must share the world, its pretraining and the recipe flags, and no (defense, removed, seed) cell may
+    come twice; the wall time is the parts' sum (they ran one after another)."""
+    parts = []
+    for path in paths:
+        try:
+            parts.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"--merge: cannot read grid JSON {path}: {err}") from None
+        if not isinstance(parts[-1], dict) or "per_cell" not in parts[-1] or "base_model" not in parts[-1]:
+            raise SystemExit(f"--merge: {path} is not a bench_grid.py JSON (no per_cell / base_model)")
+    same = ("world", "members", "non_members", "tpr", "fpr")  # the base model's numbers, not its timing
+    for key in ("world_config", "pretrain_config", "recipe_flags", "base_model"):
+        values = [p.get(key) if key != "base_model" else {k: p[key].get(k) for k in same} for p in parts]
+        values = [json.dumps(v, sort_keys=True) for v in values]
+        if len(set(values)) > 1:
+            raise SystemExit(f"--merge: the grids differ in {key}; only grids of one world and recipe join")
+    cells, seen = [], {}
+    for path, part in zip(paths, parts):
+        for cell in part["per_cell"]:
+            key = (cell["defense"], cell["removed"], cell["seed"])
+            if key in seen:
+                raise SystemExit(f"--merge: cell {key} is in both {seen[key]} and {path}")
+            seen[key] = path
+            cells.append(cell)
+    first = parts[0]
+    return {
+        **{k: first.get(k) for k in ("base_model", "targets", "recipe_flags", "world_config", "pretrain_config")},
+        "cells": len(cells),
+        "per_cell": cells,
+        "aggregated": aggregate(cells),
+        "wall_s": round(sum(p["wall_s"] for p in parts), 1),
+        "workers": max(p["workers"] for p in parts),
+        "merged_from": [
+            {"file": Path(path).name, "cells": len(p["per_cell"]), "wall_s": p["wall_s"], "machine": p.get("machine")}
+            for path, p in zip(paths, parts)
+        ],
+    }
+
+
+def write_outputs(report: dict, out: Path, name: str) -> None:
+    rows = report["aggregated"]
+    keys = ["defense", "removed", "removed_tpr_before", "removed_tpr_after", "kept_tpr_after"]
+    keys += ["wrongfully_unlearned_pct", "top1_before", "top1_after", "steps_trained", "train_s"]
+    table = [
+        {k: ("" if r.get(k) is None else r.get(k)) for k in keys} | {"misses": "; ".join(r["misses"])} for r in rows
+    ]
+    print_table_and_save(table, keys + ["misses"], report, str(out / f"{name}.json"))
+    write_markdown(out / f"{name}.md", report["base_model"], rows, report)
+    if write_plot(out / f"{name}.png", rows):
+        print(f"saved {out / f'{name}.png'}")
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, recipe_flags = parse_args(argv)
+    if args.merge:
+        report = merge_reports(args.merge)
+        write_outputs(report, Path(args.output_dir), args.name)
+        return report
 
     start = time.perf_counter()
     base = base_model_check(args.world)
@@ -273,13 +345,11 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     cells.sort(key=lambda c: -c["removed"] * (3 if c["defense"] != "text" else 1))  # longest first
     results = run_cells(run_cell, cells, args.workers)
-    rows = aggregate(results)
-    out = Path(args.output_dir)
     report = {
         "base_model": base,
         "cells": len(results),
         "per_cell": results,
-        "aggregated": rows,
+        "aggregated": aggregate(results),
         "targets": TARGETS,
         "wall_s": round(time.perf_counter() - start, 1),
         "workers": min(args.workers, max(1, len(cells))),
@@ -289,15 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
         "pretrain_config": GRID_PRETRAIN if args.world == "grid" else "default",
         "machine": machine_info(load_average_end=[round(x, 2) for x in os.getloadavg()]),
     }
-    keys = ["defense", "removed", "removed_tpr_before", "removed_tpr_after", "kept_tpr_after"]
-    keys += ["wrongfully_unlearned_pct", "top1_before", "top1_after", "steps_trained", "train_s"]
-    table = [
-        {k: ("" if r.get(k) is None else r.get(k)) for k in keys} | {"misses": "; ".join(r["misses"])} for r in rows
-    ]
-    print_table_and_save(table, keys + ["misses"], report, str(out / f"{args.name}.json"))
-    write_markdown(out / f"{args.name}.md", base, rows, report)
-    if write_plot(out / f"{args.name}.png", rows):
-        print(f"saved {out / f'{args.name}.png'}")
+    write_outputs(report, Path(args.output_dir), args.name)
     return report
 
 

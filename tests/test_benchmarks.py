@@ -77,6 +77,47 @@ def test_grid_cell_numbers_and_misses_from_a_summary():
     assert rows[0]["removed_tpr_after"] == 0.5 and rows[0]["removed_tpr_after_std"] == 0.0
 
 
+def _grid_part(path, seeds, flags=()):
+    grid = _load("bench_grid")
+    summary = {
+        "unlearning": {
+            "removed_tpr_before": 1.0,
+            "removed_tpr_after": 0.0,
+            "kept_member_tpr_before": 1.0,
+            "kept_member_tpr_after": 1.0,
+            "percentages": {"wrongfully_unlearned": 0.0, "newly_recalled": 0.0},
+        },
+        "utility": {"zero_shot_before": {"top1": 0.5}, "zero_shot_after": {"top1": 0.45 + 0.01 * len(seeds)}},
+        "defense": {"steps_trained": 100, "train_seconds": 5.0},
+    }
+    cells = [{**grid.cell_numbers(summary), "defense": "text", "removed": 2, "seed": s} for s in seeds]
+    base = {"world": "grid", "members": 96, "non_members": 48, "tpr": 1.0, "fpr": 0.0, "meets_targets": True}
+    report = {"base_model": {**base, "attack_s": 10.0 + len(seeds)}, "per_cell": cells, "targets": grid.TARGETS}
+    report |= {"wall_s": 100.0, "workers": 1, "recipe_flags": list(flags), "world_config": {}, "pretrain_config": {}}
+    path.write_text(json.dumps(report))
+    return str(path)
+
+
+def test_bench_grid_merge_joins_grids_run_apart_and_refuses_mismatches(tmp_path):
+    grid = _load("bench_grid")
+    a, b = _grid_part(tmp_path / "a.json", [0]), _grid_part(tmp_path / "b.json", [1, 2])
+    report = grid.main(["--merge", a, b, "--output_dir", str(tmp_path / "out"), "--name", "joined"])
+    (row,) = report["aggregated"]
+    assert row["seeds"] == [0, 1, 2] and report["cells"] == 3 and report["wall_s"] == 200.0
+    assert row["misses"] == ["top-1 -3.0 points", "top-1 -4.0 points"]  # every seed's miss stays in the row
+    assert _json(tmp_path / "out" / "joined.json")["aggregated"] == report["aggregated"]
+    assert "Joined from grids run one after another: a.json (1 cells" in (tmp_path / "out" / "joined.md").read_text()
+    with pytest.raises(SystemExit, match=r"cell \('text', 2, 1\) is in both"):
+        grid.main(["--merge", b, b, "--output_dir", str(tmp_path / "bad")])
+    other = _grid_part(tmp_path / "c.json", [3], flags=["--max_steps", "10"])
+    with pytest.raises(SystemExit, match="differ in recipe_flags"):
+        grid.main(["--merge", a, other, "--output_dir", str(tmp_path / "bad")])
+    (tmp_path / "broken.json").write_text("{")
+    with pytest.raises(SystemExit, match="cannot read grid JSON"):
+        grid.main(["--merge", a, str(tmp_path / "broken.json"), "--output_dir", str(tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()  # a refused merge writes nothing
+
+
 def test_word_cache_tokenization_matches_the_tokenizer_on_the_corpus(tiny_world):
     """The per-word id cache of `modeling.tokenize` gives the tokenizer's ids on every training caption."""
     check = _load("check_loss_identity")
