@@ -40,6 +40,8 @@ GRID_WORLD = {"num_members": 96, "num_non_members": 48}  # WorldConfig fields
 GRID_PRETRAIN = {"steps": 2400}  # PretrainConfig fields: 96 members need more steps than the default 40
 TARGETS = {"removed_tpr_after": 0.0, "wrongfully_unlearned_pct": 5.0, "top1_drop_points": 2.0}
 BASE_TARGETS = {"tpr": 0.9, "fpr": 0.05}
+GRID_PROBES = ("variants", "exposure")  # robustness probes a grid cell can add (cheap: no fine-tune)
+ROBUSTNESS_KEYS = ("worst_variant_removed_tpr", "exposure_text_diff_auc_known", "exposure_image_diff_auc_known")
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -53,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--output_dir", default="benchmarks/results", help="grid.json, grid.md, grid.png go here")
     parser.add_argument("--name", default="grid", help="file stem of the outputs")
     parser.add_argument(
+        "--robustness_probes",
+        default="",
+        help="also probe every cell's defended model (comma-separated, of variants,exposure): adds the worst name "
+        "variant's removed TPR and the exposure AUCs among the people the base model knows",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         metavar="GRID_JSON",
@@ -60,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         "into one table, JSON and plot",
     )
     args, recipe_flags = parser.parse_known_args(argv)
+    probes = [p.strip() for p in args.robustness_probes.split(",") if p.strip()]
+    unknown = sorted(set(probes) - set(GRID_PROBES))
+    if unknown:
+        parser.error(f"--robustness_probes: unknown {', '.join(unknown)}; choose from {', '.join(GRID_PROBES)}")
+    args.robustness_probes = ",".join(probes)
     if args.quick:
         args.world, args.defenses, args.removed, args.seeds = "default", ["text"], [1, 2], [0]
         recipe_flags = ["--max_steps", "40", "--num_candidates", "200", *recipe_flags]
@@ -126,7 +139,28 @@ def run_cell(cell: dict) -> dict:
         run_unlearning(*parse_recipe(RUN_ARGUMENTS, argv))
         wall = time.perf_counter() - start
         summary = json.loads((Path(out) / "unlearning_summary.json").read_text())
-    return {**{k: cell[k] for k in ("defense", "removed", "seed")}, **cell_numbers(summary), "wall_s": round(wall, 1)}
+        probed = probe_cell(out, cell) if cell.get("probes") else {}
+    row = {**{k: cell[k] for k in ("defense", "removed", "seed")}, **cell_numbers(summary), **probed}
+    row["misses"] += robustness_misses(row)
+    return {**row, "wall_s": round(wall, 1)}
+
+
+def probe_cell(run_dir: str, cell: dict) -> dict:
+    """The robustness probes on the cell's defended model (the base model's exact attack only): name-free numbers."""
+    from bench_robustness import role_numbers
+
+    from hf_privacy_backdoor.robustness import RobustnessConfig, run_robustness
+
+    start = time.perf_counter()
+    config = RobustnessConfig(probes=cell["probes"], probe_base=False, progress=False)
+    numbers = role_numbers(run_robustness(run_dir, config, write=False).public()["defended"])
+    row = {k: numbers.get(k) for k in ROBUSTNESS_KEYS if k in numbers}
+    return {**row, "probe_s": round(time.perf_counter() - start, 1)}
+
+
+def robustness_misses(row: dict) -> list[str]:
+    worst = row.get("worst_variant_removed_tpr")
+    return [f"worst name variant removed TPR {worst:g}"] if worst else []
 
 
 def cell_numbers(summary: dict) -> dict:
@@ -195,6 +229,8 @@ def aggregate(cells: list[dict]) -> list[dict]:
                 if values:
                     row[key] = round(statistics.fmean(values), 4)
                     row[f"{key}_std"] = round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0
+                    if key in ROBUSTNESS_KEYS:  # the worst seed is what an attacker gets
+                        row[f"{key}_max"] = round(max(values), 4)
         row["misses"] = sorted({m for c in group for m in c["misses"]})
         rows.append(row)
     return rows
@@ -235,6 +271,19 @@ def write_markdown(path: Path, base: dict, rows: list[dict], report: dict) -> No
     if sims:
         lines += ["", "| defense | removed | " + " | ".join(sims) + " |", "|---|---|" + "---|" * len(sims)]
         lines += [f"| {r['defense']} | {r['removed']} | " + " | ".join(f(r.get(k)) for k in sims) + " |" for r in rows]
+    if any(k in r for r in rows for k in ROBUSTNESS_KEYS):
+        lines += [
+            "",
+            "Robustness of each cell's defended model (max over seeds; exposure: AUC of the base-vs-defended ranking "
+            "among the people the base model knows, 0.5 = chance):",
+            "",
+            "| defense | removed | worst name variant: removed TPR | exposure AUC, names | exposure AUC, photos |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['defense']} | {r['removed']} | " + " | ".join(f(r.get(f"{k}_max")) for k in ROBUSTNESS_KEYS) + " |"
+            for r in rows
+        ]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -328,6 +377,7 @@ def write_outputs(report: dict, out: Path, name: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     args, recipe_flags = parse_args(argv)
+    probes = args.robustness_probes
     if args.merge:
         report = merge_reports(args.merge)
         write_outputs(report, Path(args.output_dir), args.name)
@@ -337,7 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
     base = base_model_check(args.world)
     print(f"base model: TPR {base['tpr']:.3f} FPR {base['fpr']:.3f} on {base['members']}+{base['non_members']}")
     cells = [
-        {"world": args.world, "defense": d, "removed": n, "seed": s, "flags": recipe_flags}
+        {"world": args.world, "defense": d, "removed": n, "seed": s, "flags": recipe_flags, "probes": probes}
         for d in args.defenses
         for n in args.removed
         for s in args.seeds

@@ -50,11 +50,16 @@ def test_bench_attack_quick_reuses_the_text_table(tiny_world, tmp_path):
 
 @pytest.mark.slow
 def test_bench_grid_quick_writes_json_markdown_and_plot(tiny_world, tmp_path):
-    _load("bench_grid").main(["--quick", "--workers", "1", "--output_dir", str(tmp_path)])
+    argv = ["--quick", "--workers", "1", "--output_dir", str(tmp_path), "--robustness_probes", "variants,exposure"]
+    _load("bench_grid").main(argv)
     data = _json(tmp_path / "grid.json")
     assert data["base_model"]["tpr"] >= 0.9 and len(data["per_cell"]) == 2
     assert {r["removed"] for r in data["aggregated"]} == {1, 2}
-    assert "removed TPR" in (tmp_path / "grid.md").read_text()
+    for cell in data["per_cell"]:  # the probes ran on each defended model: a variant TPR and exposure AUCs
+        assert 0.0 <= cell["worst_variant_removed_tpr"] <= 1.0
+        assert 0.0 <= cell["exposure_text_diff_auc_known"] <= 1.0 and cell["probe_s"] > 0
+    text = (tmp_path / "grid.md").read_text()
+    assert "removed TPR" in text and "| worst name variant: removed TPR |" in text
 
 
 def test_grid_cell_numbers_and_misses_from_a_summary():
@@ -96,6 +101,11 @@ def _grid_part(path, seeds, flags=()):
     report |= {"wall_s": 100.0, "workers": 1, "recipe_flags": list(flags), "world_config": {}, "pretrain_config": {}}
     path.write_text(json.dumps(report))
     return str(path)
+
+
+def test_bench_grid_refuses_an_unknown_robustness_probe():
+    with pytest.raises(SystemExit):
+        _load("bench_grid").parse_args(["--robustness_probes", "variants,relearn"])
 
 
 def test_bench_grid_merge_joins_grids_run_apart_and_refuses_mismatches(tmp_path):
