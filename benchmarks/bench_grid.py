@@ -196,18 +196,49 @@ def cell_numbers(summary: dict) -> dict:
     return row
 
 
-def misses(row: dict) -> list[str]:
-    """Which targets a cell misses (none: the recipe holds on it)."""
-    out = []
+def missed_values(row: dict) -> dict[str, float | None]:
+    """The targets a cell misses, each with the value that misses it (removed TPR None: not measured)."""
+    out = {}
     if row["removed_tpr_after"] is None or row["removed_tpr_after"] > TARGETS["removed_tpr_after"]:
-        out.append(f"removed TPR {row['removed_tpr_after']}")
+        out["removed TPR"] = row["removed_tpr_after"]
     wrong = row["wrongfully_unlearned_pct"]
     if wrong is not None and wrong > TARGETS["wrongfully_unlearned_pct"]:
-        out.append(f"wrongfully unlearned {wrong:.1f}%")
+        out["wrongfully unlearned %"] = wrong
     if row["top1_before"] is not None and row["top1_after"] is not None:
         drop = 100 * (row["top1_before"] - row["top1_after"])
         if drop > TARGETS["top1_drop_points"]:
-            out.append(f"top-1 -{drop:.1f} points")
+            out["top-1 drop (points)"] = drop
+    return out
+
+
+def misses(row: dict) -> list[str]:
+    """Which targets a cell misses (none: the recipe holds on it)."""
+    labels = {"removed TPR": "removed TPR {}", "wrongfully unlearned %": "wrongfully unlearned {:.1f}%"}
+    labels["top-1 drop (points)"] = "top-1 -{:.1f} points"
+    return [labels[k].format(v) for k, v in missed_values(row).items()]
+
+
+MISS_FORMATS = {  # a row's misses, in this order, worst value formatted so
+    "removed TPR": "{:.3f}",
+    "wrongfully unlearned %": "{:.1f}",
+    "top-1 drop (points)": "{:.1f}",
+    "worst name variant removed TPR": "{:.3f}",
+}
+
+
+def group_misses(group: list[dict]) -> list[str]:
+    """A (defense, removed) row's misses: per target, on how many seeds and the worst value."""
+    per_seed = [missed_values(c) for c in group]
+    for m, c in zip(per_seed, group):
+        if c.get("worst_variant_removed_tpr"):
+            m["worst name variant removed TPR"] = c["worst_variant_removed_tpr"]
+    out = []
+    for kind, fmt in MISS_FORMATS.items():
+        values = [m[kind] for m in per_seed if kind in m]
+        if values:
+            known = [v for v in values if v is not None]
+            worst = f"up to {fmt.format(max(known))}" if known else "not measured"
+            out.append(f"{kind} {worst} on {len(values)}/{len(group)} seeds")
     return out
 
 
@@ -231,7 +262,7 @@ def aggregate(cells: list[dict]) -> list[dict]:
                     row[f"{key}_std"] = round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0
                     if key in ROBUSTNESS_KEYS:  # the worst seed is what an attacker gets
                         row[f"{key}_max"] = round(max(values), 4)
-        row["misses"] = sorted({m for c in group for m in c["misses"]})
+        row["misses"] = group_misses(group)
         rows.append(row)
     return rows
 

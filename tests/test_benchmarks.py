@@ -80,6 +80,14 @@ def test_grid_cell_numbers_and_misses_from_a_summary():
     assert len(row["misses"]) == 3  # removed TPR, wrongfully unlearned, top-1 drop of 10 points
     rows = grid.aggregate([{**row, "defense": "text", "removed": 2, "seed": s} for s in (0, 1)])
     assert rows[0]["removed_tpr_after"] == 0.5 and rows[0]["removed_tpr_after_std"] == 0.0
+    held = {**row, "removed_tpr_after": 0.0, "wrongfully_unlearned_pct": 0.0, "top1_after": 0.8, "misses": []}
+    held |= {"defense": "text", "removed": 2}
+    (mixed,) = grid.aggregate([{**row, "defense": "text", "removed": 2, "seed": 0}, {**held, "seed": 1}])
+    assert mixed["misses"] == [  # per target: the worst seed's value and how many seeds miss it
+        "removed TPR up to 0.500 on 1/2 seeds",
+        "wrongfully unlearned % up to 10.0 on 1/2 seeds",
+        "top-1 drop (points) up to 10.0 on 1/2 seeds",
+    ]
 
 
 def _grid_part(path, seeds, flags=()):
@@ -114,7 +122,7 @@ def test_bench_grid_merge_joins_grids_run_apart_and_refuses_mismatches(tmp_path)
     report = grid.main(["--merge", a, b, "--output_dir", str(tmp_path / "out"), "--name", "joined"])
     (row,) = report["aggregated"]
     assert row["seeds"] == [0, 1, 2] and report["cells"] == 3 and report["wall_s"] == 200.0
-    assert row["misses"] == ["top-1 -3.0 points", "top-1 -4.0 points"]  # every seed's miss stays in the row
+    assert row["misses"] == ["top-1 drop (points) up to 4.0 on 3/3 seeds"]  # the worst seed, and how many miss
     assert _json(tmp_path / "out" / "joined.json")["aggregated"] == report["aggregated"]
     assert "Joined from grids run one after another: a.json (1 cells" in (tmp_path / "out" / "joined.md").read_text()
     with pytest.raises(SystemExit, match=r"cell \('text', 2, 1\) is in both"):
