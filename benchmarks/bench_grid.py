@@ -205,7 +205,7 @@ def missed_values(row: dict) -> dict[str, float | None]:
     if wrong is not None and wrong > TARGETS["wrongfully_unlearned_pct"]:
         out["wrongfully unlearned %"] = wrong
     if row["top1_before"] is not None and row["top1_after"] is not None:
-        drop = 100 * (row["top1_before"] - row["top1_after"])
+        drop = round(100 * (row["top1_before"] - row["top1_after"]), 4)  # float32 accuracies: 2.0000011 is 2.0
         if drop > TARGETS["top1_drop_points"]:
             out["top-1 drop (points)"] = drop
     return out
@@ -377,7 +377,7 @@ def merge_reports(paths: list[str]) -> dict:
             if key in seen:
                 raise SystemExit(f"--merge: cell {key} is in both {seen[key]} and {path}")
             seen[key] = path
-            cells.append(cell)
+            cells.append({**cell, "misses": misses(cell) + robustness_misses(cell)})  # today's targets
     first = parts[0]
     return {
         **{k: first.get(k) for k in ("base_model", "targets", "recipe_flags", "world_config", "pretrain_config")},
