@@ -343,8 +343,10 @@ def write_plot(path: Path, rows: list[dict]) -> bool:
     before = [r["top1_before"] for r in rows if r.get("top1_before") is not None]
     if before:
         axes[1].axhline(statistics.fmean(before), color="grey", ls="--", label="before")
+        target = statistics.fmean(before) - TARGETS["top1_drop_points"] / 100
+        axes[1].axhline(target, color="red", ls=":", label="target (before - 2 points)")
     axes[0].set_ylim(-0.05, 1.05)
-    axes[1].legend()
+    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
