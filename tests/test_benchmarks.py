@@ -62,20 +62,25 @@ def test_bench_grid_quick_writes_json_markdown_and_plot(tiny_world, tmp_path):
     assert "removed TPR" in text and "| worst name variant: removed TPR |" in text
 
 
-def test_grid_cell_numbers_and_misses_from_a_summary():
-    grid = _load("bench_grid")
-    summary = {
+def _run_summary(removed_after=0.0, kept_after=1.0, wrongly=0.0, top1=(0.8, 0.7)):
+    """A run's public unlearning_summary.json, the parts bench_grid reads."""
+    return {
         "unlearning": {
             "removed_tpr_before": 1.0,
-            "removed_tpr_after": 0.5,
+            "removed_tpr_after": removed_after,
             "kept_member_tpr_before": 1.0,
-            "kept_member_tpr_after": 0.9,
-            "percentages": {"wrongfully_unlearned": 10.0, "newly_recalled": 0.0},
+            "kept_member_tpr_after": kept_after,
+            "percentages": {"wrongfully_unlearned": wrongly, "newly_recalled": 0.0},
         },
         "idia": {"fpr": 0.0},
-        "utility": {"zero_shot_before": {"top1": 0.8, "top5": 1.0}, "zero_shot_after": {"top1": 0.7, "top5": 1.0}},
+        "utility": {"zero_shot_before": {"top1": top1[0], "top5": 1.0}, "zero_shot_after": {"top1": top1[1]}},
         "defense": {"steps_trained": 100, "train_seconds": 5.0},
     }
+
+
+def test_grid_cell_numbers_and_misses_from_a_summary():
+    grid = _load("bench_grid")
+    summary = _run_summary(removed_after=0.5, kept_after=0.9, wrongly=10.0)
     row = grid.cell_numbers(summary)
     assert len(row["misses"]) == 3  # removed TPR, wrongfully unlearned, top-1 drop of 10 points
     rows = grid.aggregate([{**row, "defense": "text", "removed": 2, "seed": s} for s in (0, 1)])
@@ -92,17 +97,7 @@ def test_grid_cell_numbers_and_misses_from_a_summary():
 
 def _grid_part(path, seeds, flags=()):
     grid = _load("bench_grid")
-    summary = {
-        "unlearning": {
-            "removed_tpr_before": 1.0,
-            "removed_tpr_after": 0.0,
-            "kept_member_tpr_before": 1.0,
-            "kept_member_tpr_after": 1.0,
-            "percentages": {"wrongfully_unlearned": 0.0, "newly_recalled": 0.0},
-        },
-        "utility": {"zero_shot_before": {"top1": 0.5}, "zero_shot_after": {"top1": 0.45 + 0.01 * len(seeds)}},
-        "defense": {"steps_trained": 100, "train_seconds": 5.0},
-    }
+    summary = _run_summary(top1=(0.5, 0.45 + 0.01 * len(seeds)))
     cells = [{**grid.cell_numbers(summary), "defense": "text", "removed": 2, "seed": s} for s in seeds]
     base = {"world": "grid", "members": 96, "non_members": 48, "tpr": 1.0, "fpr": 0.0, "meets_targets": True}
     report = {"base_model": {**base, "attack_s": 10.0 + len(seeds)}, "per_cell": cells, "targets": grid.TARGETS}
