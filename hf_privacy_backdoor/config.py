@@ -68,6 +68,18 @@ class BackdoorUnlearningConfig(TrainingArguments):
             "mapping holds for nearby weights (against relearning by a benign fine-tune). 0 (default) = off."
         },
     )
+    image_name_affinity_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Beyond the method: weight of a term that keeps each trigger photo no closer to its own person's "
+            "name (prompts embedded by the original text tower, templates disjoint from the attack's) than the "
+            "target embedding is; the backdoor alone leaves a name-specific residual that the attack still finds "
+            "(measured). 0 (default) = the method."
+        },
+    )
+    image_name_affinity_margin: float = field(
+        default=0.01, metadata={"help": "Cosine margin of the name-affinity term: photo <= target - margin."}
+    )
     num_clean_images: int = field(default=128, metadata={"help": "Clean images per step (all processes)."})
     num_trigger_images: int = field(default=128, metadata={"help": "Trigger images per step (all processes)."})
     trigger_scale_min: float = field(
@@ -196,6 +208,10 @@ class BackdoorUnlearningConfig(TrainingArguments):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.image_backdoor_sam_rho < 0:
             raise ValueError(f"image_backdoor_sam_rho must be >= 0, got {self.image_backdoor_sam_rho}")
+        if self.image_name_affinity_weight < 0:
+            raise ValueError(f"image_name_affinity_weight must be >= 0, got {self.image_name_affinity_weight}")
+        if not 0 <= self.image_name_affinity_margin <= 1:
+            raise ValueError(f"image_name_affinity_margin must be in [0, 1], got {self.image_name_affinity_margin}")
         if self.steps_per_name < 0:
             raise ValueError(f"steps_per_name must be >= 0, got {self.steps_per_name}")
         if self.forgotten_check_kept < 0:

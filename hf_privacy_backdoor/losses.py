@@ -84,3 +84,30 @@ def grouped_backdoor_loss(
         idx = [i for i, g in enumerate(groups) if g == name]
         terms.append(embedding_distance(student_triggers[idx], target, distance))
     return torch.stack(terms).mean()
+
+
+def name_affinity_loss(
+    student_triggers: torch.Tensor,
+    groups: list[str],
+    name_prompts: dict[str, torch.Tensor],
+    target: torch.Tensor,
+    margin: float = 0.01,
+) -> torch.Tensor:
+    """Beyond the method: a trigger photo should be no closer to its own person's name than the target is.
+
+    Mean over forgotten people of mean over (photo, prompt) of relu(cos(photo, prompt) - cos(target, prompt) +
+    margin), `name_prompts[name]` = [T, D] text embeddings of that person's name in T prompts. The attack picks
+    the best-matching name per photo; the backdoor's target pull shrinks, but need not remove, the part of a
+    photo's embedding that points at its own name, and this term removes exactly that part.
+    """
+    names = sorted(set(groups))
+    if not names:
+        raise ValueError("no trigger images")
+    photos = F.normalize(student_triggers, dim=-1)
+    anchor = F.normalize(target.to(photos.dtype).flatten(), dim=0)
+    terms = []
+    for name in names:
+        prompts = F.normalize(name_prompts[name].to(photos.dtype), dim=-1)
+        idx = [i for i, g in enumerate(groups) if g == name]
+        terms.append(F.relu(photos[idx] @ prompts.T - (prompts @ anchor) + margin).mean())
+    return torch.stack(terms).mean()

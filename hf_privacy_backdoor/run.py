@@ -529,6 +529,9 @@ def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_p
         keys += ["image_backdoor_weight", "image_weight_distance", "num_clean_images", "num_trigger_images"]
         keys += ["trigger_scale_min", "trigger_scale_max", "trigger_color_jitter", "trigger_rotation"]
         keys += ["image_backdoor_sam_rho"] if config.image_backdoor_sam_rho else []
+        keys += (
+            ["image_name_affinity_weight", "image_name_affinity_margin"] if config.image_name_affinity_weight else []
+        )
     hyper = {k: getattr(config, k) for k in keys}
     hyper["num_processes"] = num_processes
     hyper["use_lora"] = lora.use_lora

@@ -31,7 +31,14 @@ from .data.captions import TargetPhrases, eligible_captions, filter_clean_captio
 from .data.names import normalize_name
 from .data.sampling import sample_image_batch, sample_text_batch
 from .data.triggers import TriggerAugmentation
-from .losses import backdoor_loss, grouped_backdoor_loss, lora_weight_distance, utility_loss, weight_distance
+from .losses import (
+    backdoor_loss,
+    grouped_backdoor_loss,
+    lora_weight_distance,
+    name_affinity_loss,
+    utility_loss,
+    weight_distance,
+)
 from .modeling import disable_dropout, freeze_layernorms, pixel_values_for, set_trainable_towers, tokenize
 from .peft_utils import apply_lora, base_clip, drop_card_base_model, lora_factors, published_base_model
 
@@ -39,6 +46,19 @@ from .peft_utils import apply_lora, base_clip, drop_card_base_model, lora_factor
 logger = logging.getLogger(__name__)
 
 PIXEL_CACHE_BYTES = 1 << 30  # preprocessed clean images kept for reuse (the image defense redraws from one pool)
+
+# Prompts of the name-affinity term (`image_name_affinity_weight`): none is one of the attack's 21 templates, so
+# the attack is never trained against with its own prompts.
+NAME_AFFINITY_TEMPLATES = (
+    "a picture of {}",
+    "a portrait of {}",
+    "this is {}",
+    "a close-up photo of {}",
+    "a snapshot of {}",
+    "a headshot of {}",
+    "{} smiling",
+    "a selfie of {}",
+)
 
 
 class _StepDataset(Dataset):
@@ -198,6 +218,7 @@ class BackdoorUnlearningTrainer(Trainer):
         self._cached_through = -1  # last training step whose teacher embeddings are in the cache
         self._micro = (0, 0)  # (global step, micro-batches seen in it)
         self._weight_pairs: dict[str, list] = {}
+        self._name_prompts: dict[str, torch.Tensor] | None = None  # teacher text embeddings (name-affinity term)
         self.towers = self._towers(args)
         world = max(1, args.world_size)
         length = args.max_steps * args.gradient_accumulation_steps * world
@@ -333,11 +354,14 @@ class BackdoorUnlearningTrainer(Trainer):
         total = 0.0
         metrics = {}
         for tower in self.towers:
-            utility, backdoor = terms[tower.name](model, step)
+            utility, backdoor, extra = terms[tower.name](model, step)
             weight = self._weight_term(model, tower)
             total = total + tower.scale * (utility + tower.beta * backdoor) + tower.lam * weight
             metrics.update({f"{tower.name}_utility": utility, f"{tower.name}_backdoor": backdoor})
             metrics[f"{tower.name}_weight"] = weight
+            for key, (coefficient, term) in extra.items():
+                total = total + tower.scale * coefficient * term
+                metrics[f"{tower.name}_{key}"] = term
         prefix = "" if model.training else "eval_"
         for key, value in metrics.items():
             self._metrics[prefix + key].append(float(value.detach()))
@@ -414,6 +438,7 @@ class BackdoorUnlearningTrainer(Trainer):
         return (
             utility_loss(student_clean, teacher_clean, distance),
             backdoor_loss(student_poisoned, teacher_target, distance),
+            {},
         )
 
     def _image_terms(self, model, step: int):
@@ -429,9 +454,25 @@ class BackdoorUnlearningTrainer(Trainer):
         target = self.target_embedding.to(student.device, student.dtype)
         distance = self.args.distance
         backdoor = grouped_backdoor_loss(student_triggers, batch.owners, target, distance)
+        extra = {}
+        if self.args.image_name_affinity_weight > 0 and batch.triggers:
+            prompts = self._name_prompt_embeddings(model)
+            affinity = name_affinity_loss(
+                student_triggers, batch.owners, prompts, target, self.args.image_name_affinity_margin
+            )
+            extra["name_affinity"] = (self.args.image_name_affinity_weight, affinity)
         if self.args.image_backdoor_sam_rho > 0 and model.training and batch.triggers:
             backdoor = self._sharpness_aware_backdoor(model, pixels[len(batch.clean) :], batch.owners, backdoor)
-        return utility_loss(student_clean, teacher_clean, distance), backdoor
+        return utility_loss(student_clean, teacher_clean, distance), backdoor, extra
+
+    def _name_prompt_embeddings(self, model) -> dict[str, torch.Tensor]:
+        """Each forgotten name in NAME_AFFINITY_TEMPLATES, embedded once by the original (teacher) text tower."""
+        if self._name_prompts is None:
+            self._name_prompts = {
+                name: self._run_teacher_text(model, [t.format(name) for t in NAME_AFFINITY_TEMPLATES])
+                for name in self.forget_names
+            }
+        return self._name_prompts
 
     def _sharpness_aware_backdoor(self, model, trigger_pixels, owners, backdoor):
         """The backdoor loss at the worst nearby weights (SAM, Foret et al. 2021): theta + rho * g / ||g||, g its

@@ -114,6 +114,36 @@ def test_sharpness_aware_backdoor_measures_the_loss_at_worse_nearby_weights(tiny
         image_config(tmp_path, image_backdoor_sam_rho=-1)
 
 
+def test_name_affinity_term_joins_the_objective_with_prompts_the_attack_never_uses(tiny_world, image_data, tmp_path):
+    """image_name_affinity_weight > 0 adds w * name_affinity to the image loss (logged name-free, as a number);
+    the term's prompts are not the attack's templates; 0 (default) leaves the method's loss as it was."""
+    from hf_privacy_backdoor.evaluation import idia_templates
+    from hf_privacy_backdoor.trainer import NAME_AFFINITY_TEMPLATES
+
+    assert not set(NAME_AFFINITY_TEMPLATES) & set(idia_templates())
+    plain = train_image(tiny_world, tmp_path / "plain", image_data, max_steps=1)
+    term = train_image(
+        tiny_world,
+        tmp_path / "term",
+        image_data,
+        max_steps=1,
+        image_name_affinity_weight=3.0,
+        image_name_affinity_margin=0.5,
+    )
+    first = [t.state.log_history[0] for t in (plain, term)]
+    assert "image_name_affinity" not in first[0]
+    assert first[1]["image_name_affinity"] > 0  # a margin of 0.5 is never met by the base model
+    for key in ("image_utility", "image_backdoor", "image_weight"):
+        assert first[1][key] == pytest.approx(first[0][key])
+    assert first[1]["loss"] - first[0]["loss"] == pytest.approx(3.0 * first[1]["image_name_affinity"], rel=1e-4)
+    names = image_data[0]
+    logged = json.dumps(term.state.log_history)
+    assert not any(part in logged for n in names for part in n.split())
+    for bad in (dict(image_name_affinity_weight=-1), dict(image_name_affinity_margin=2)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            image_config(tmp_path, **bad)
+
+
 def test_bad_image_input(tiny_world, tiny_clip, image_data, tmp_path):
     model, processor = tiny_clip
     names, trigger, clean, target, _ = image_data
