@@ -20,6 +20,7 @@ one line per defense).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -64,10 +65,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         "--merge",
         nargs="+",
         metavar="GRID_JSON",
-        help="run nothing: join the cells of earlier grid JSONs (same world and recipe flags, no cell twice) "
-        "into one table, JSON and plot",
+        help="run nothing: join the cells of earlier grid JSONs (same world, recipes and recipe flags, no cell "
+        "twice) into one table, JSON and plot; with --defenses, only the cells of those defenses",
     )
     args, recipe_flags = parser.parse_known_args(argv)
+    args.defenses_given = any(
+        a == "--defenses" or a.startswith("--defenses=") for a in (sys.argv[1:] if argv is None else argv)
+    )
     probes = [p.strip() for p in args.robustness_probes.split(",") if p.strip()]
     unknown = sorted(set(probes) - set(GRID_PROBES))
     if unknown:
@@ -282,7 +286,12 @@ def write_markdown(path: Path, base: dict, rows: list[dict], report: dict) -> No
         "",
     ]
     if report.get("merged_from"):
-        parts = "; ".join(f"{m['file']} ({m['cells']} cells, {m['wall_s']:.0f} s)" for m in report["merged_from"])
+        parts = "; ".join(
+            f"{m['file']} ({m['cells']} cells, {m['wall_s']:.0f} s"
+            + (f"; {m['cells_left_out']} cells of it left out, its time scaled" if m.get("cells_left_out") else "")
+            + ")"
+            for m in report["merged_from"]
+        )
         lines += [f"Joined from grids run one after another: {parts}.", ""]
     lines += [
         "| defense | removed | seeds | removed TPR before → after | kept TPR before → after | wrongly unlearned % | "
@@ -353,11 +362,49 @@ def write_plot(path: Path, rows: list[dict]) -> bool:
     return True
 
 
-def merge_reports(paths: list[str]) -> dict:
+def recipe_fingerprints(defenses) -> dict[str, str]:
+    """sha256 (12 hex digits) of each defense's synthetic recipe settings (the parsed YAML, so comments do not
+    count): a merge refuses cells of one defense run with two recipes."""
+    from hf_privacy_backdoor.cli import yaml_config_keys
+
+    settings = {d: yaml_config_keys(ROOT / "recipes" / f"synthetic_{d}.yaml") for d in defenses}
+    return {d: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:12] for d, v in settings.items()}
+
+
+def _kept_cells(path: str, part: dict, defenses) -> tuple[list[dict], float]:
+    """The part's cells of `defenses` (all if None) and its wall time, scaled by their share of its cells' time."""
+    cells = [c for c in part["per_cell"] if defenses is None or c["defense"] in defenses]
+    if not cells:
+        raise SystemExit(f"--merge: {path} has no cell of the defenses {', '.join(defenses)}")
+    if len(cells) == len(part["per_cell"]):
+        return cells, part["wall_s"]
+    share = sum(c.get("wall_s", 0.0) for c in cells) / max(sum(c.get("wall_s", 0.0) for c in part["per_cell"]), 1e-9)
+    return cells, part["wall_s"] * share
+
+
+def _check_recipes(paths: list[str], parts: list[dict], kept: list[list[dict]]) -> dict[str, str]:
+    """Cells of one defense must come from one recipe (parts written before fingerprints were kept say nothing)."""
+    seen: dict[str, tuple[str, str]] = {}
+    for path, part, cells in zip(paths, parts, kept):
+        for defense in sorted({c["defense"] for c in cells}):
+            digest = (part.get("recipes") or {}).get(defense)
+            if digest is None:
+                continue
+            if defense in seen and seen[defense][0] != digest:
+                raise SystemExit(
+                    f"--merge: {seen[defense][1]} and {path} ran different recipes for {defense}; rerun one of them"
+                )
+            seen.setdefault(defense, (digest, path))
+    return {d: v[0] for d, v in sorted(seen.items())}
+
+
+def merge_reports(paths: list[str], defenses: list[str] | None = None) -> dict:
     """One grid report from grids run apart (e.g. one defense at a time): the cells of every part, re-aggregated.
 
     The parts must share the world, its pretraining and the recipe flags, and no (defense, removed, seed) cell may
-    come twice; the wall time is the parts' sum (they ran one after another)."""
+    come twice; the wall time is the parts' sum (they ran one after another). `defenses` keeps only their cells
+    (e.g. a part whose other defense was rerun with a new recipe); a part's wall time is then scaled by the kept
+    cells' share of its cells' own time."""
     parts = []
     for path in paths:
         try:
@@ -372,9 +419,11 @@ def merge_reports(paths: list[str]) -> dict:
         values = [json.dumps(v, sort_keys=True) for v in values]
         if len(set(values)) > 1:
             raise SystemExit(f"--merge: the grids differ in {key}; only grids of one world and recipe join")
+    kept = [_kept_cells(path, part, defenses) for path, part in zip(paths, parts)]
+    recipes = _check_recipes(paths, parts, [k[0] for k in kept])
     cells, seen = [], {}
-    for path, part in zip(paths, parts):
-        for cell in part["per_cell"]:
+    for path, (part_cells, _) in zip(paths, kept):
+        for cell in part_cells:
             key = (cell["defense"], cell["removed"], cell["seed"])
             if key in seen:
                 raise SystemExit(f"--merge: cell {key} is in both {seen[key]} and {path}")
@@ -386,11 +435,18 @@ def merge_reports(paths: list[str]) -> dict:
         "cells": len(cells),
         "per_cell": cells,
         "aggregated": aggregate(cells),
-        "wall_s": round(sum(p["wall_s"] for p in parts), 1),
+        "wall_s": round(sum(wall for _, wall in kept), 1),
         "workers": max(p["workers"] for p in parts),
+        "recipes": recipes,
         "merged_from": [
-            {"file": Path(path).name, "cells": len(p["per_cell"]), "wall_s": p["wall_s"], "machine": p.get("machine")}
-            for path, p in zip(paths, parts)
+            {
+                "file": Path(path).name,
+                "cells": len(part_cells),
+                "cells_left_out": len(p["per_cell"]) - len(part_cells),
+                "wall_s": round(wall, 1),
+                "machine": p.get("machine"),
+            }
+            for path, p, (part_cells, wall) in zip(paths, parts, kept)
         ],
     }
 
@@ -412,7 +468,7 @@ def main(argv: list[str] | None = None) -> dict:
     args, recipe_flags = parse_args(argv)
     probes = args.robustness_probes
     if args.merge:
-        report = merge_reports(args.merge)
+        report = merge_reports(args.merge, args.defenses if args.defenses_given else None)
         write_outputs(report, Path(args.output_dir), args.name)
         return report
 
@@ -437,6 +493,7 @@ def main(argv: list[str] | None = None) -> dict:
         "wall_s": round(time.perf_counter() - start, 1),
         "workers": min(args.workers, max(1, len(cells))),
         "recipe_flags": recipe_flags,
+        "recipes": recipe_fingerprints(args.defenses),
         "settings": {k: v for k, v in vars(args).items()},
         "world_config": GRID_WORLD if args.world == "grid" else "default",
         "pretrain_config": GRID_PRETRAIN if args.world == "grid" else "default",

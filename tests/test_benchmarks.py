@@ -95,13 +95,19 @@ def test_grid_cell_numbers_and_misses_from_a_summary():
     ]
 
 
-def _grid_part(path, seeds, flags=()):
+def _grid_part(path, seeds, flags=(), defenses=("text",), recipes=None):
     grid = _load("bench_grid")
     summary = _run_summary(top1=(0.5, 0.45 + 0.01 * len(seeds)))
-    cells = [{**grid.cell_numbers(summary), "defense": "text", "removed": 2, "seed": s} for s in seeds]
+    cells = [
+        {**grid.cell_numbers(summary), "defense": d, "removed": 2, "seed": s, "wall_s": 10.0}
+        for d in defenses
+        for s in seeds
+    ]
     base = {"world": "grid", "members": 96, "non_members": 48, "tpr": 1.0, "fpr": 0.0, "meets_targets": True}
     report = {"base_model": {**base, "attack_s": 10.0 + len(seeds)}, "per_cell": cells, "targets": grid.TARGETS}
     report |= {"wall_s": 100.0, "workers": 1, "recipe_flags": list(flags), "world_config": {}, "pretrain_config": {}}
+    if recipes is not None:
+        report["recipes"] = recipes
     path.write_text(json.dumps(report))
     return str(path)
 
@@ -125,6 +131,21 @@ def test_bench_grid_merge_joins_grids_run_apart_and_refuses_mismatches(tmp_path)
     other = _grid_part(tmp_path / "c.json", [3], flags=["--max_steps", "10"])
     with pytest.raises(SystemExit, match="differ in recipe_flags"):
         grid.main(["--merge", a, other, "--output_dir", str(tmp_path / "bad")])
+    # a part whose image cells were rerun with a new recipe: --defenses keeps only its text cells (time scaled)
+    mixed = _grid_part(tmp_path / "mixed.json", [5, 6], defenses=("text", "image"), recipes={"image": "old"})
+    rerun = _grid_part(tmp_path / "rerun.json", [5, 6], defenses=("image",), recipes={"image": "new"})
+    with pytest.raises(SystemExit, match="ran different recipes for image"):
+        grid.main(["--merge", mixed, rerun, "--output_dir", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit, match="ran different recipes for image"):  # also when only image cells are kept
+        grid.main(["--merge", mixed, rerun, "--defenses", "image", "--output_dir", str(tmp_path / "bad")])
+    text_only = grid.main(["--merge", mixed, "--defenses", "text", "--output_dir", str(tmp_path / "t"), "--name", "t"])
+    assert [c["defense"] for c in text_only["per_cell"]] == ["text", "text"] and text_only["wall_s"] == 50.0
+    assert text_only["merged_from"][0]["cells_left_out"] == 2
+    joined = grid.main(["--merge", str(tmp_path / "t" / "t.json"), rerun, "--output_dir", str(tmp_path / "j")])
+    assert sorted({c["defense"] for c in joined["per_cell"]}) == ["image", "text"] and joined["wall_s"] == 150.0
+    assert joined["recipes"] == {"image": "new"}
+    with pytest.raises(SystemExit, match="no cell of the defenses both"):
+        grid.main(["--merge", rerun, "--defenses", "both", "--output_dir", str(tmp_path / "bad")])
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(SystemExit, match="cannot read grid JSON"):
         grid.main(["--merge", a, str(tmp_path / "broken.json"), "--output_dir", str(tmp_path / "bad")])
