@@ -3,6 +3,7 @@
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 
@@ -33,12 +34,29 @@ def machine_info(**extra) -> dict:
     return {**info, **extra}
 
 
-def run_cells(fn, cells: list, workers: int) -> list:
-    """`fn` over `cells`, in `workers` spawned processes when there is more than one of each (in order)."""
+def run_cells(fn, cells: list, workers: int, label=None) -> list:
+    """`fn` over `cells`, in `workers` spawned processes when there is more than one of each (results in order).
+
+    With `label` (cell -> str), a line per finished cell says which, how many are done and the time so far."""
+    start = time.perf_counter()
+
+    def done(count: int, cell) -> None:
+        if label is not None:
+            print(f"[{count}/{len(cells)}] {label(cell)} done ({time.perf_counter() - start:.0f} s)", flush=True)
+
     if workers > 1 and len(cells) > 1:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         with ProcessPoolExecutor(min(workers, len(cells)), mp_context=multiprocessing.get_context("spawn")) as ex:
-            return list(ex.map(fn, cells))
-    return [fn(c) for c in cells]
+            futures = {ex.submit(fn, cell): i for i, cell in enumerate(cells)}
+            results = [None] * len(cells)
+            for count, future in enumerate(as_completed(futures), 1):
+                results[futures[future]] = future.result()
+                done(count, cells[futures[future]])
+            return results
+    results = []
+    for cell in cells:
+        results.append(fn(cell))
+        done(len(results), cell)
+    return results

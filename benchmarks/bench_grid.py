@@ -483,7 +483,9 @@ def main(argv: list[str] | None = None) -> dict:
         if n <= base["members"]
     ]
     cells.sort(key=lambda c: -c["removed"] * (3 if c["defense"] != "text" else 1))  # longest first
-    results = run_cells(run_cell, cells, args.workers)
+    results = run_cells(
+        run_cell, cells, args.workers, label=lambda c: f"{c['defense']}, {c['removed']} removed, seed {c['seed']}"
+    )
     report = {
         "base_model": base,
         "cells": len(results),

@@ -282,7 +282,12 @@ def main(argv: list[str] | None = None) -> dict:
                     cell = {"defense": d, "setting": setting, "removed": n, "seed": s, "flags": recipe_flags}
                     cells.append({**cell, **shared, "ends": ends, "retrained": ends and args.retrained})
     cells.sort(key=lambda c: (c["defense"] == "text", not c["ends"]))  # long cells first
-    results = run_cells(run_cell, cells, args.workers)
+    results = run_cells(
+        run_cell,
+        cells,
+        args.workers,
+        label=lambda c: f"{c['defense']} ({c['setting']}), {c['removed']} removed, seed {c['seed']}",
+    )
     rows = aggregate(results)
     report = {
         "cells": len(results),

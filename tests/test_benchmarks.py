@@ -187,3 +187,15 @@ def test_robustness_misses_and_worst_over_seeds():
     (row,) = bench.aggregate(cells)
     assert row["exact_removed_tpr_max"] == 0.5 and row["exact_removed_tpr"] == 0.25 and row["seeds"] == [0, 1]
     assert row["misses"] == ["exact 0.50"]
+
+
+def _square(x):
+    return x * x
+
+
+def test_run_cells_keeps_the_order_and_reports_each_finished_cell(capsys):
+    report = _load("_report")
+    assert report.run_cells(_square, [3, 1, 2], workers=1, label=lambda c: f"cell {c}") == [9, 1, 4]
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(" done")[0] for line in lines] == ["[1/3] cell 3", "[2/3] cell 1", "[3/3] cell 2"]
+    assert report.run_cells(_square, [2], workers=1) == [4] and capsys.readouterr().out == ""  # no label: quiet
