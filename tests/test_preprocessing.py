@@ -1,0 +1,52 @@
+"""`pixel_values_for`: its batched path for images already at the output size gives the processor's exact floats."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hf_privacy_backdoor.modeling import _geometry_is_identity, pixel_values_for
+
+
+def _images(size, count=5, seed=0, mode="RGB"):
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4}.get(mode)
+    shape = (size[1], size[0], channels) if channels else (size[1], size[0])
+    return [Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode) for _ in range(count)]
+
+
+def _reference(image_processor, images):
+    rgb = [im.convert("RGB") for im in images]
+    return image_processor(images=rgb, return_tensors="pt")["pixel_values"]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_images_at_output_size_take_the_batched_path_with_identical_floats(tiny_clip, mode):
+    processor = tiny_clip[1]
+    side = processor.image_processor.crop_size.height
+    images = _images((side, side), mode=mode)
+    assert _geometry_is_identity(processor.image_processor, [im.convert("RGB") for im in images])
+    out = pixel_values_for(processor, images)
+    expected = _reference(processor.image_processor, images)
+    assert out.dtype == expected.dtype == torch.float32 and out.shape == expected.shape
+    assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("sizes", [[(80, 60)], [(64, 64), (65, 64)], [(32, 32)]])
+def test_other_sizes_use_the_processors_own_path(tiny_clip, sizes):
+    processor = tiny_clip[1]
+    images = [im for i, size in enumerate(sizes) for im in _images(size, count=2, seed=i)]
+    assert not _geometry_is_identity(processor.image_processor, images)
+    assert torch.equal(pixel_values_for(processor, images), _reference(processor.image_processor, images))
+
+
+@pytest.mark.parametrize("flags", [{"do_normalize": False}, {"do_rescale": False}, {"image_mean": [0.5] * 3}])
+def test_batched_path_follows_the_processors_settings(tiny_clip, flags):
+    image_processor = copy.deepcopy(tiny_clip[1].image_processor)
+    for key, value in flags.items():
+        setattr(image_processor, key, value)
+    side = image_processor.crop_size.height
+    images = _images((side, side), seed=3)
+    assert torch.equal(pixel_values_for(image_processor, images), _reference(image_processor, images))
