@@ -189,15 +189,15 @@ def _geometry_is_identity(image_processor, images: Sequence[Image.Image]) -> boo
     if not plain or getattr(image_processor, "do_pad", False) or len({im.size for im in images}) != 1:
         return False
     width, height = images[0].size
+    size, crop = getattr(image_processor, "size", None), getattr(image_processor, "crop_size", None)
     if getattr(image_processor, "do_resize", False):
-        size = image_processor.size
-        as_edge = size.shortest_edge == width == height and not size.longest_edge
-        as_box = (size.height, size.width) == (height, width)
-        if not (as_edge or as_box) or size.max_height or size.max_pixels:
+        edge = getattr(size, "shortest_edge", None)
+        as_edge = edge == width == height and not getattr(size, "longest_edge", None)
+        as_box = (getattr(size, "height", None), getattr(size, "width", None)) == (height, width)
+        if not (as_edge or as_box) or getattr(size, "max_height", None) or getattr(size, "max_pixels", None):
             return False
     if getattr(image_processor, "do_center_crop", False):
-        crop = image_processor.crop_size
-        if (crop.height, crop.width) != (height, width):
+        if (getattr(crop, "height", None), getattr(crop, "width", None)) != (height, width):
             return False
     return True
 
