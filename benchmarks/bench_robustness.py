@@ -158,6 +158,20 @@ def misses(numbers: dict) -> list[str]:
     return out
 
 
+def merge_misses(per_seed: list[list[str]]) -> list[str]:
+    """One entry per missed target over seeds: its worst value and on how many seeds it misses."""
+    worst: dict[str, tuple[float, str]] = {}
+    seen: dict[str, int] = {}
+    for found in per_seed:
+        for miss in found:
+            key, text = miss.rsplit(" ", 1)
+            value = float(text.rstrip("%"))
+            seen[key] = seen.get(key, 0) + 1
+            if key not in worst or value > worst[key][0]:
+                worst[key] = (value, text)
+    return [f"{key} up to {worst[key][1]} on {seen[key]}/{len(per_seed)} seeds" for key in sorted(worst)]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Aggregation and outputs
 
@@ -186,7 +200,7 @@ def aggregate(cells: list[dict]) -> list[dict]:
                     values = [c[key] for c in group if c.get(key) is not None]
                     if values:
                         row[key] = round(statistics.fmean(values), 4)
-                row["misses"] = sorted({m for c in group for m in c["misses"]})
+                row["misses"] = merge_misses([c["misses"] for c in group])
             rows.append(row)
     return rows
 

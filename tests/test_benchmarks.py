@@ -186,7 +186,9 @@ def test_robustness_misses_and_worst_over_seeds():
     ]
     (row,) = bench.aggregate(cells)
     assert row["exact_removed_tpr_max"] == 0.5 and row["exact_removed_tpr"] == 0.25 and row["seeds"] == [0, 1]
-    assert row["misses"] == ["exact 0.50"]
+    assert row["misses"] == ["exact up to 0.50 on 1/2 seeds"]
+    merged = bench.merge_misses([["relearn_0.0001_200 0.50"], ["collateral 5.3%", "relearn_0.0001_200 1.00"], []])
+    assert merged == ["collateral up to 5.3% on 1/3 seeds", "relearn_0.0001_200 up to 1.00 on 2/3 seeds"]
 
 
 def _square(x):
