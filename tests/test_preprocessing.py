@@ -49,4 +49,5 @@ def test_batched_path_follows_the_processors_settings(tiny_clip, flags):
         setattr(image_processor, key, value)
     side = image_processor.crop_size.height
     images = _images((side, side), seed=3)
+    assert _geometry_is_identity(image_processor, images)
     assert torch.equal(pixel_values_for(image_processor, images), _reference(image_processor, images))
