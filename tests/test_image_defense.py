@@ -289,7 +289,7 @@ def run_recipe(recipe, tiny_world, out, *extra):
 
 @pytest.fixture(scope="module")
 def image_run(tiny_world, tmp_path_factory):
-    """The image recipe with 64 clean images a step instead of its 128 (about 100 s instead of 170 s on 2
+    """The image recipe with 64 clean images a step instead of its 128 (133 s instead of 169 s, measured on 2
     cores, to keep `make test` under 10 min); the recipe exactly as it ships is the slow test below."""
     import os
 
