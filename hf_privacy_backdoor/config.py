@@ -80,6 +80,22 @@ class BackdoorUnlearningConfig(TrainingArguments):
     image_name_affinity_margin: float = field(
         default=0.01, metadata={"help": "Cosine margin of the name-affinity term: photo <= target - margin."}
     )
+    image_relearn_guard_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Beyond the method: every image_relearn_guard_every steps, fine-tune a copy of the student for this "
+            "many benign contrastive steps (other people's portraits with their names) and add the image backdoor's "
+            "gradient at the copy, so that the mapping survives relearning. Full fine-tuning only. 0 (default) = off."
+        },
+    )
+    image_relearn_guard_every: int = field(default=10, metadata={"help": "Steps between relearning simulations."})
+    image_relearn_guard_lr: float = field(default=1e-3, metadata={"help": "AdamW lr of the simulated fine-tune."})
+    image_relearn_guard_weight: float = field(
+        default=1.0, metadata={"help": "Weight of the backdoor loss taken after the simulated fine-tune."}
+    )
+    image_relearn_guard_batch_size: int = field(
+        default=64, metadata={"help": "Image-caption pairs per step of the simulated fine-tune."}
+    )
     num_clean_images: int = field(default=128, metadata={"help": "Clean images per step (all processes)."})
     num_trigger_images: int = field(default=128, metadata={"help": "Trigger images per step (all processes)."})
     trigger_scale_min: float = field(
@@ -212,6 +228,7 @@ class BackdoorUnlearningConfig(TrainingArguments):
             raise ValueError(f"image_name_affinity_weight must be >= 0, got {self.image_name_affinity_weight}")
         if not 0 <= self.image_name_affinity_margin <= 1:
             raise ValueError(f"image_name_affinity_margin must be in [0, 1], got {self.image_name_affinity_margin}")
+        self._check_relearn_guard()
         if self.steps_per_name < 0:
             raise ValueError(f"steps_per_name must be >= 0, got {self.steps_per_name}")
         if self.forgotten_check_kept < 0:
@@ -237,6 +254,16 @@ class BackdoorUnlearningConfig(TrainingArguments):
                 f"lr_milestones is set but lr_scheduler_type is {scheduler!r}: milestones need 'constant'"
             )
         super().__post_init__()
+
+    def _check_relearn_guard(self) -> None:
+        if self.image_relearn_guard_steps < 0:
+            raise ValueError(f"image_relearn_guard_steps must be >= 0, got {self.image_relearn_guard_steps}")
+        for name in ("image_relearn_guard_every", "image_relearn_guard_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("image_relearn_guard_lr", "image_relearn_guard_weight"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
     def scale_steps(self, num_names: int) -> int:
         """Raise max_steps to ceil(steps_per_name x num_names) where that is more; returns the steps to train."""

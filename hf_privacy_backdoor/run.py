@@ -93,6 +93,14 @@ class UnlearnArguments:
             "non-evaluation half of their photos), so that other faces keep their embeddings."
         },
     )
+    relearn_guard_faces: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder <root>/<First_Last>/*.png of people who are NOT forgotten, captioned 'a photo of "
+            "<First Last>', for the simulated fine-tune of image_relearn_guard_steps; default: the clean faces "
+            "that clean_faces_per_person adds, captioned with their names."
+        },
+    )
     target_embedding: str | None = field(
         default=None, metadata={"help": "Target embedding file (safetensors); default: computed from the faces."}
     )
@@ -220,6 +228,7 @@ class ImageData:
     trigger_photos: dict[str, list] | None = None
     clean_images: list | None = None
     target: torch.Tensor | None = None
+    relearn_pairs: tuple[list, list[str]] | None = None  # kept people's clean photos, captioned with their names
 
 
 def run_unlearning(
@@ -322,16 +331,43 @@ def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> Ima
     faces, trigger_half = inputs.faces, inputs.split["trigger"]
     photos = {n: faces.load(n, _training_triggers(config, trigger_half[faces.resolve(n)])) for n in inputs.names}
     clean = load_image_folder(args.clean_images, args.clean_image_limit)
+    portraits, captions = [], []
     if args.clean_faces_per_person > 0:
         forgotten = {faces.resolve(n) for n in inputs.names}
         for person in faces.names():
             if person not in forgotten:  # never an evaluation photo: the split's other half
-                clean += faces.load(person, trigger_half[person][: args.clean_faces_per_person])
+                loaded = faces.load(person, trigger_half[person][: args.clean_faces_per_person])
+                portraits += loaded
+                captions += [f"a photo of {person.replace('_', ' ')}"] * len(loaded)
+    clean += portraits
+    pairs = relearn_guard_pairs(args, config, inputs, portraits, captions)
     if args.target_embedding:
         target = load_target_embedding(args.target_embedding, model.config.projection_dim)
     else:
         target = compute_target_embedding(model, processor, faces, trigger_half)
-    return ImageData(photos, clean, target)
+    return ImageData(photos, clean, target, pairs)
+
+
+def relearn_guard_pairs(args, config, inputs: RunInputs, portraits: list, captions: list[str]):
+    """Benign (images, captions) for the relearning guard: `relearn_guard_faces`, else the clean faces."""
+    if config.image_relearn_guard_steps <= 0:
+        return None
+    if args.relearn_guard_faces:
+        folder = load_face_folder(args.relearn_guard_faces)
+        forgotten = {normalize_name(n) for n in inputs.names}
+        portraits, captions = [], []
+        for person in folder.names():
+            if normalize_name(person) in forgotten:
+                raise ValueError("relearn_guard_faces has a folder of a forgotten person: remove it")
+            loaded = folder.load(person)
+            portraits += loaded
+            captions += [f"a photo of {person.replace('_', ' ')}"] * len(loaded)
+    if not portraits:
+        raise ValueError(
+            "image_relearn_guard_steps > 0 fine-tunes on other people's photos: set clean_faces_per_person or "
+            "relearn_guard_faces"
+        )
+    return portraits, captions
 
 
 def _check_photos(config, trigger: list[int]) -> list[int]:
@@ -364,6 +400,7 @@ def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: R
         trigger_photos=image.trigger_photos,
         clean_images=image.clean_images,
         target_embedding=image.target,
+        relearn_pairs=image.relearn_pairs,
         peft_config=get_peft_config(lora, config.defense),
         base_model_id=args.base_model_id,
     )
@@ -511,6 +548,15 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
     return summary
 
 
+RELEARN_GUARD_KEYS = (
+    "image_relearn_guard_steps",
+    "image_relearn_guard_every",
+    "image_relearn_guard_lr",
+    "image_relearn_guard_weight",
+    "image_relearn_guard_batch_size",
+)
+
+
 def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_processes: int) -> dict[str, Any]:
     """The run's method and optimiser settings (name-free: the forget list is never a setting)."""
     keys = ["defense", "learning_rate", "max_steps", "lr_milestones", "lr_gamma", "seed", "distance"]
@@ -529,6 +575,7 @@ def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_p
         keys += ["image_backdoor_weight", "image_weight_distance", "num_clean_images", "num_trigger_images"]
         keys += ["trigger_scale_min", "trigger_scale_max", "trigger_color_jitter", "trigger_rotation"]
         keys += ["image_backdoor_sam_rho"] if config.image_backdoor_sam_rho else []
+        keys += [k for k in RELEARN_GUARD_KEYS if config.image_relearn_guard_steps]
         keys += (
             ["image_name_affinity_weight", "image_name_affinity_margin"] if config.image_name_affinity_weight else []
         )

@@ -39,8 +39,16 @@ from .losses import (
     utility_loss,
     weight_distance,
 )
-from .modeling import disable_dropout, freeze_layernorms, pixel_values_for, set_trainable_towers, tokenize
+from .modeling import (
+    disable_dropout,
+    freeze_layernorms,
+    image_features,
+    pixel_values_for,
+    set_trainable_towers,
+    tokenize,
+)
 from .peft_utils import apply_lora, base_clip, drop_card_base_model, lora_factors, published_base_model
+from .relearn_guard import RelearnSimulation, guarded_backdoor
 
 
 logger = logging.getLogger(__name__)
@@ -172,6 +180,8 @@ class BackdoorUnlearningTrainer(Trainer):
             include the photos the attack is evaluated on.
         clean_images: clean images (PIL) for the image utility loss and as trigger backgrounds.
         target_embedding: the anonymous person embedding [D] the image backdoor maps faces to.
+        relearn_pairs: (images, captions) of benign image-caption pairs (never a forgotten person or name) for
+            `image_relearn_guard_steps` > 0: the simulated fine-tune the image backdoor is trained to survive.
         peft_config: a peft config (e.g. `peft.LoraConfig`, DoRA / rsLoRA included) to train adapters instead of
             the full weights; `peft_utils.get_peft_config` builds one from the recipe presets. `task_type`
             must be None. Or pass a model that already is a `PeftModel`.
@@ -190,6 +200,7 @@ class BackdoorUnlearningTrainer(Trainer):
         trigger_photos: dict[str, list[Image.Image]] | None = None,
         clean_images: Sequence[Image.Image] | None = None,
         target_embedding: torch.Tensor | None = None,
+        relearn_pairs: tuple[Sequence[Image.Image], Sequence[str]] | None = None,
         peft_config=None,
         base_model_id: str | None = None,
         **kwargs,
@@ -211,6 +222,7 @@ class BackdoorUnlearningTrainer(Trainer):
         )
 
         model = self._set_up_student(model, clip, args, peft_config)
+        self.relearn_simulation = self._relearn_simulation(args, processing_class, relearn_pairs)
         self.base_model_id = base_model_id
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._teacher_cache: dict[tuple, torch.Tensor] = {}
@@ -251,6 +263,30 @@ class BackdoorUnlearningTrainer(Trainer):
         if not any(p.requires_grad for p in model.parameters()):
             raise ValueError("no trainable parameter: check defense / LoRA settings")
         return model
+
+    def _relearn_simulation(self, args, processor, pairs) -> RelearnSimulation | None:
+        if not (args.trains_vision and args.image_relearn_guard_steps > 0):
+            return None
+        if self.teacher is None:
+            raise ValueError("image_relearn_guard_steps needs full fine-tuning of the vision tower (not LoRA)")
+        if not pairs or not pairs[0]:
+            raise ValueError("image_relearn_guard_steps > 0 needs benign image-caption pairs (relearn_pairs=...)")
+        images, captions = pairs
+        text = "\n".join(captions).casefold().replace("_", " ")
+        for i, name in enumerate(self.forget_names, start=1):
+            if normalize_name(name) in text:
+                raise ValueError(f"relearn_pairs name forgotten person #{i}: they must never show a forgotten person")
+        pixels = torch.cat(
+            [pixel_values_for(processor, list(images[i : i + 256])) for i in range(0, len(images), 256)]
+        )
+        return RelearnSimulation(
+            pixels,
+            list(captions),
+            args.image_relearn_guard_steps,
+            args.image_relearn_guard_lr,
+            args.image_relearn_guard_batch_size,
+            args.seed,
+        )
 
     @staticmethod
     def _towers(args) -> list[_Tower]:
@@ -463,6 +499,10 @@ class BackdoorUnlearningTrainer(Trainer):
             extra["name_affinity"] = (self.args.image_name_affinity_weight, affinity)
         if self.args.image_backdoor_sam_rho > 0 and model.training and batch.triggers:
             backdoor = self._sharpness_aware_backdoor(model, pixels[len(batch.clean) :], batch.owners, backdoor)
+        guard = self.relearn_simulation
+        if guard is not None and model.training and batch.triggers and step % self.args.image_relearn_guard_every == 0:
+            term = self._guarded_backdoor(model, pixels[len(batch.clean) :], batch.owners, step)
+            extra["relearn_guard"] = (self.args.image_relearn_guard_weight, term)
         return utility_loss(student_clean, teacher_clean, distance), backdoor, extra
 
     def _name_prompt_embeddings(self, model) -> dict[str, torch.Tensor]:
@@ -473,6 +513,22 @@ class BackdoorUnlearningTrainer(Trainer):
                 for name in self.forget_names
             }
         return self._name_prompts
+
+    def _guarded_backdoor(self, model, trigger_pixels, owners, step: int) -> torch.Tensor:
+        """The backdoor loss after a simulated benign fine-tune of a copy (relearn_guard.py); its gradient is
+        the loss's gradient at the fine-tuned copy, applied to the student's vision tower."""
+        clip = self.accelerator.unwrap_model(model)
+        trainable = [(n, p) for n, p in clip.named_parameters() if p.requires_grad and _in_vision(n)]
+        target = self.target_embedding
+
+        def backdoor_at(tuned):
+            embeds = image_features(tuned, trigger_pixels.to(self.args.device))
+            return grouped_backdoor_loss(embeds, owners, target.to(embeds.device, embeds.dtype), self.args.distance)
+
+        with torch.enable_grad():
+            return guarded_backdoor(
+                clip, self.relearn_simulation, self.processing_class.tokenizer, step, backdoor_at, trainable
+            )
 
     def _sharpness_aware_backdoor(self, model, trigger_pixels, owners, backdoor):
         """The backdoor loss at the worst nearby weights (SAM, Foret et al. 2021): theta + rho * g / ||g||, g its

@@ -37,3 +37,20 @@ def tiny_clip(tiny_world):
     from hf_privacy_backdoor.modeling import load_clip
 
     return load_clip(str(tiny_world.model_dir))
+
+
+@pytest.fixture(scope="session")
+def image_data(tiny_world, tiny_clip):
+    """(names, trigger photos, clean images, target embedding, photo split) for two forgotten members."""
+    from hf_privacy_backdoor.data.faces import load_face_folder
+    from hf_privacy_backdoor.data.images import load_image_folder, make_photo_split
+    from hf_privacy_backdoor.modeling import compute_target_embedding
+
+    model, processor = tiny_clip
+    faces = load_face_folder(tiny_world.faces_dir)
+    names = tiny_world.members[:2]
+    split = make_photo_split(faces, faces.names(), 0.5, seed=0)
+    trigger = {n: faces.load(n, split["trigger"][n]) for n in names}
+    clean = load_image_folder(tiny_world.clean_dir, limit=64)
+    target = compute_target_embedding(model, processor, faces.subset(tiny_world.members[:10]), split["trigger"])
+    return names, trigger, clean, target, split

@@ -17,7 +17,7 @@ from hf_privacy_backdoor.data.images import (
     save_target_embedding,
 )
 from hf_privacy_backdoor.data.names import normalize_name
-from hf_privacy_backdoor.modeling import compute_target_embedding, load_clip
+from hf_privacy_backdoor.modeling import load_clip
 from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
 
 
@@ -35,18 +35,6 @@ def image_config(out, **kw):
     )
     base.update(kw)
     return BackdoorUnlearningConfig(**base)
-
-
-@pytest.fixture(scope="module")
-def image_data(tiny_world, tiny_clip):
-    model, processor = tiny_clip
-    faces = load_face_folder(tiny_world.faces_dir)
-    names = tiny_world.members[:2]
-    split = make_photo_split(faces, faces.names(), 0.5, seed=0)
-    trigger = {n: faces.load(n, split["trigger"][n]) for n in names}
-    clean = load_image_folder(tiny_world.clean_dir, limit=64)
-    target = compute_target_embedding(model, processor, faces.subset(tiny_world.members[:10]), split["trigger"])
-    return names, trigger, clean, target, split
 
 
 def train_image(tiny_world, out, image_data, **kw):
