@@ -277,13 +277,16 @@ def run_recipe(recipe, tiny_world, out, *extra):
 
 @pytest.fixture(scope="module")
 def image_run(tiny_world, tmp_path_factory):
-    """The image recipe with 64 clean images a step instead of its 128 (133 s instead of 169 s, measured on 2
-    cores, to keep `make test` under 10 min); the recipe exactly as it ships is the slow test below."""
+    """The image recipe with 64 clean images a step instead of its 128 and without its relearning guard (133 s
+    instead of ~4 min on 2 cores, to keep `make test` under 10 min; the guard has its own tests in
+    test_relearn_guard.py); the recipe exactly as it ships is the slow test below."""
     import os
 
     os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
     out = tmp_path_factory.mktemp("image_run")
-    return run_recipe("synthetic_image.yaml", tiny_world, out, "--num_clean_images", "64")
+    return run_recipe(
+        "synthetic_image.yaml", tiny_world, out, "--num_clean_images", "64", "--image_relearn_guard_steps", "0"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -312,10 +315,12 @@ def test_image_defense_forgets_faces_and_keeps_the_rest(image_run, tiny_clip):
     _assert_faces_forgotten_and_the_rest_kept(image_run, tiny_clip)
 
 
-@pytest.mark.slow  # the image recipe as it ships (128 clean images a step, ~3 min): in `make test-all`
+@pytest.mark.slow  # the image recipe as it ships (128 clean images, relearning guard, ~4 min): `make test-all`
 def test_image_recipe_as_shipped_forgets_faces_and_keeps_the_rest(image_recipe_run, tiny_clip):
     summary = json.loads((image_recipe_run.output_dir / "unlearning_summary.json").read_text())
-    assert summary["hyperparameters"]["num_clean_images"] == 128  # the shipped recipe, not the fast fixture's 64
+    hyper = summary["hyperparameters"]
+    assert hyper["num_clean_images"] == 128  # the shipped recipe, not the fast fixture's 64 without the guard
+    assert hyper["image_relearn_guard_steps"] == 10 and hyper["image_relearn_guard_every"] == 10
     _assert_faces_forgotten_and_the_rest_kept(image_recipe_run, tiny_clip)
 
 
