@@ -277,15 +277,20 @@ def run_recipe(recipe, tiny_world, out, *extra):
 
 @pytest.fixture(scope="module")
 def image_run(tiny_world, tmp_path_factory):
-    """The image recipe with 64 clean images a step instead of its 128 and without its relearning guard (133 s
-    instead of ~4 min on 2 cores, to keep `make test` under 10 min; the guard has its own tests in
-    test_relearn_guard.py); the recipe exactly as it ships is the slow test below."""
+    """The image recipe shortened to keep `make test` under 10 min: 64 clean images a step instead of 128, no
+    relearning guard (it has its own tests in test_relearn_guard.py), 300 steps with the lr drops at 240 / 270
+    instead of 500 at 400 / 450 (~75 s instead of ~4 min on 2 cores; measured: removed 0 %, kept 100 %,
+    sim_id 0.913, sim_clean 0.974, top-1 -1.7 points). The recipe exactly as it ships is the slow test below."""
     import os
 
     os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
     out = tmp_path_factory.mktemp("image_run")
     return run_recipe(
-        "synthetic_image.yaml", tiny_world, out, "--num_clean_images", "64", "--image_relearn_guard_steps", "0"
+        "synthetic_image.yaml",
+        tiny_world,
+        out,
+        *("--num_clean_images", "64", "--image_relearn_guard_steps", "0"),
+        *("--max_steps", "300", "--lr_milestones", "240", "270"),
     )
 
 
