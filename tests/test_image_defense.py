@@ -37,7 +37,7 @@ def image_config(out, **kw):
     return BackdoorUnlearningConfig(**base)
 
 
-def train_image(tiny_world, out, image_data, **kw):
+def train_image(tiny_world, out, image_data, relearn_pairs=None, **kw):
     names, trigger, clean, target, _ = image_data
     model, processor = load_clip(str(tiny_world.model_dir))
     trainer = BackdoorUnlearningTrainer(
@@ -48,6 +48,7 @@ def train_image(tiny_world, out, image_data, **kw):
         trigger_photos=trigger,
         clean_images=clean,
         target_embedding=target,
+        relearn_pairs=relearn_pairs,
     )
     trainer.train()
     return trainer

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_image_defense import image_config
+from test_image_defense import image_config, train_image
 
 from hf_privacy_backdoor.data.faces import load_face_folder
 from hf_privacy_backdoor.losses import grouped_backdoor_loss
@@ -78,31 +78,14 @@ def test_guarded_term_is_the_backdoor_after_the_finetune_with_its_gradient_taken
     assert all(p.grad is None for n, p in model.named_parameters() if n.startswith("text_model"))
 
 
-def train_guarded(tiny_world, out, image_data, pairs, **kw):
-    names, trigger, clean, target, _ = image_data
-    model, processor = load_clip(str(tiny_world.model_dir))
-    trainer = BackdoorUnlearningTrainer(
-        model=model,
-        args=image_config(out, **kw),
-        processing_class=processor,
-        forget_names=names,
-        trigger_photos=trigger,
-        clean_images=clean,
-        target_embedding=target,
-        relearn_pairs=pairs,
-    )
-    trainer.train()
-    return trainer
-
-
 def test_trainer_adds_the_guard_every_n_steps_and_keeps_the_text_tower(
     tiny_world, tiny_clip, image_data, portraits, tmp_path
 ):
     """Every `image_relearn_guard_every` steps the loss gains w * (backdoor after the simulated fine-tune);
     the other terms and the frozen text tower stay as without it; logs stay name-free."""
-    plain = train_guarded(tiny_world, tmp_path / "plain", image_data, None, max_steps=2)
+    plain = train_image(tiny_world, tmp_path / "plain", image_data, max_steps=2)
     kw = dict(image_relearn_guard_steps=2, image_relearn_guard_every=2, image_relearn_guard_weight=2.0)
-    guarded = train_guarded(tiny_world, tmp_path / "guard", image_data, portraits, max_steps=2, **kw)
+    guarded = train_image(tiny_world, tmp_path / "guard", image_data, portraits, max_steps=2, **kw)
     first, second = guarded.state.log_history[:2]
     assert "image_relearn_guard" in first and "image_relearn_guard" not in second
     reference = plain.state.log_history[0]
