@@ -28,7 +28,7 @@ from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .config import BackdoorUnlearningConfig
 from .data.captions import TargetPhrases, eligible_captions, filter_clean_captions, validate_forget_names
-from .data.names import normalize_name
+from .data.names import first_named, normalize_name
 from .data.sampling import sample_image_batch, sample_text_batch
 from .data.triggers import TriggerAugmentation
 from .losses import (
@@ -272,10 +272,9 @@ class BackdoorUnlearningTrainer(Trainer):
         if not pairs or not pairs[0]:
             raise ValueError("image_relearn_guard_steps > 0 needs benign image-caption pairs (relearn_pairs=...)")
         images, captions = pairs
-        text = "\n".join(captions).casefold().replace("_", " ")
-        for i, name in enumerate(self.forget_names, start=1):
-            if normalize_name(name) in text:
-                raise ValueError(f"relearn_pairs name forgotten person #{i}: they must never show a forgotten person")
+        i = first_named(self.forget_names, captions)
+        if i is not None:
+            raise ValueError(f"relearn_pairs name forgotten person #{i}: they must never show a forgotten person")
         pixels = torch.cat(
             [pixel_values_for(processor, list(images[i : i + 256])) for i in range(0, len(images), 256)]
         )

@@ -47,6 +47,13 @@ def normalize_name(name: str) -> str:
     return folder_to_name(name).casefold()
 
 
+def first_named(names: Sequence[str], texts: Sequence[str]) -> int | None:
+    """1-based position in `names` of the first name that any of `texts` mentions (case- and underscore-blind),
+    or None: callers report the position, never the name."""
+    text = "\n".join(texts).casefold().replace("_", " ")
+    return next((i for i, name in enumerate(names, start=1) if normalize_name(name) in text), None)
+
+
 def name_variant(name: str, variant: str) -> str:
     """`name` written another way: lower case, first / last name only, initial + last, one typo, a title."""
     parts = name.split()
