@@ -76,3 +76,31 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+
+def ordered_process_map(fn, items: list, workers: int, threads: int | None = None) -> Iterator[Any]:
+    """`fn(item)` for each item, yielded in the items' order. With `workers` > 1 (and more than one item) the
+    calls run in that many spawned processes (a clean interpreter each, `threads` torch threads each: by default
+    the cores shared out), and a result is yielded once it and those before it are done. `fn` must be importable
+    (a module-level function). The first failure cancels the calls not yet started and is raised."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if workers == 1 or len(items) < 2:
+        yield from map(fn, items)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(workers, len(items))
+    threads = threads or int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
+    ) as ex:
+        futures = [ex.submit(fn, item) for item in items]
+        try:
+            for future in futures:
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()

@@ -9,7 +9,10 @@
    base-vs-defended comparison ranks the removed people first (exposure AUC; see recipes/robustness.py).
 4. A publish dry run of the text-defended model: the allow-listed files and the model card's results.
 
-    python recipes/demo.py [--defenses text both] [--output_dir outputs/demo]
+    python recipes/demo.py [--defenses text both] [--output_dir outputs/demo] [--workers 1]
+
+The defenses are independent runs: they go side by side in separate processes, one per CPU core (at most one
+per defense, one thread each), and print in the story's order. `--workers 1` runs them one after another.
 
 The defenses use the synthetic recipes (`recipes/synthetic_<defense>.yaml`), so what the demo shows is what
 `accelerate launch recipes/unlearn.py --config recipes/synthetic_<defense>.yaml` does.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from hf_privacy_backdoor.cli import parse_args, setup_logging
 from hf_privacy_backdoor.run import RUN_ARGUMENTS, format_run_summary, run_unlearning
+from hf_privacy_backdoor.utils import ordered_process_map
 
 
 RECIPES = Path(__file__).resolve().parent
@@ -34,9 +38,17 @@ def main(argv=None):
     parser.add_argument("--output_dir", default="outputs/demo")
     parser.add_argument("--lora", action="store_true", help="Run the LoRA variants of the recipes.")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="Processes running the defenses side by side (default: one per CPU core, at most one per defense).",
+    )
+    parser.add_argument(
         "--no_robustness", dest="robustness", action="store_false", help="Skip the quick robustness probes."
     )
     opts = parser.parse_args(argv)
+    if opts.workers is not None and opts.workers < 1:
+        parser.error(f"--workers must be at least 1, got {opts.workers}")
     setup_logging()
 
     from hf_privacy_backdoor.synthetic import get_or_build_synthetic
@@ -49,31 +61,31 @@ def main(argv=None):
         f"seen), {len(world.object_classes)} object classes; ready in {time.time() - start:.0f} s\n   {world.root}"
     )
     os.environ["SYNTHETIC_DIR"] = str(world.root)
-    for i, defense in enumerate(opts.defenses):
-        recipe = RECIPES / f"synthetic_{defense}{'_lora' if opts.lora else ''}.yaml"
-        print(f"\n== {i + 2}. {defense} defense ({recipe.name}): attack, defend two flagged members, attack again")
-        parsed = parse_args(
-            RUN_ARGUMENTS,
-            [
-                "--config",
-                str(recipe),
-                "--output_dir",
-                f"{opts.output_dir}/{defense}",
-                "--disable_tqdm",
-                "true",
-                "--progress",
-                "false",
-            ],
-        )
-        result = run_unlearning(*parsed)
-        print(format_run_summary(result))
-        if opts.robustness:
-            print(robustness_line(result.output_dir))
+    workers = opts.workers or min(len(opts.defenses), os.cpu_count() or 1)
+    jobs = [(defense, opts.output_dir, opts.lora, opts.robustness) for defense in opts.defenses]
+    if workers > 1:
+        print(f"\n   {len(jobs)} defenses side by side in {workers} processes (--workers 1: one after another)")
+    for i, block in enumerate(ordered_process_map(run_defense, jobs, workers)):
+        print(f"\n== {i + 2}. {block}")
     if "text" in opts.defenses:
         publish_preview(Path(opts.output_dir) / "text", len(opts.defenses) + 2)
     print(
         f"\nDone in {time.time() - start:.0f} s. Files named 'private/' list the removed people: never publish them."
     )
+
+
+def run_defense(job: tuple[str, str, bool, bool]) -> str:
+    """One defense with its synthetic recipe: the run's before/after table (and the robustness line)."""
+    defense, output_dir, lora, robustness = job
+    setup_logging()  # again in a spawned worker
+    recipe = RECIPES / f"synthetic_{defense}{'_lora' if lora else ''}.yaml"
+    argv = ["--config", str(recipe), "--output_dir", f"{output_dir}/{defense}", "--disable_tqdm", "true"]
+    result = run_unlearning(*parse_args(RUN_ARGUMENTS, argv + ["--progress", "false"]))
+    lines = [f"{defense} defense ({recipe.name}): attack, defend two flagged members, attack again"]
+    lines.append(format_run_summary(result))
+    if robustness:
+        lines.append(robustness_line(result.output_dir))
+    return "\n".join(lines)
 
 
 def robustness_line(run_dir: Path) -> str:
