@@ -177,6 +177,10 @@ def test_jitter_hue_half_turns_red_into_cyan():
 def test_jitter_neutral_is_identity_and_hsv_round_trips():
     image = noise_image(8)
     assert color_jitter(image).tobytes() == image.tobytes()
+    # neutral settings and 0 degrees take a shortcut: the same pixels as the full path
+    full = image.convert("RGBA").convert("RGBa").rotate(0.0, resample=Image.Resampling.BILINEAR, expand=True)
+    assert rotate_with_alpha(image, 0.0).tobytes() == full.convert("RGBA").tobytes()
+    assert rotate_with_alpha(image, 0.0).mode == "RGBA"
     x = np.asarray(image) / 255.0
     back = np.rint(hsv_to_rgb(rgb_to_hsv(x)) * 255).astype(int)
     assert np.abs(back - np.asarray(image)).max() <= 1

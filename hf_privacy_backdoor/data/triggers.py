@@ -144,6 +144,8 @@ def color_jitter(
     wrapping around. Values are clipped to [0, 255] after each step and rounded once at the end. Neutral
     settings are skipped, so factors of 1 and hue 0 return the image unchanged.
     """
+    if brightness == 1.0 and contrast == 1.0 and saturation == 1.0 and hue == 0.0:
+        return image.convert("RGB")  # what the steps below return for neutral settings, without the round trip
     x = np.asarray(image.convert("RGB"), dtype=np.float64)
     if brightness != 1.0:
         x = np.clip(x * brightness, 0.0, 255.0)
@@ -170,6 +172,8 @@ def rotate_with_alpha(image: Image.Image, angle: float) -> Image.Image:
     transparent. Rotation runs on premultiplied alpha so edge pixels do not pick up a dark fringe.
     """
     rgba = image.convert("RGB").convert("RGBA")
+    if angle == 0.0:
+        return rgba  # what the rotation returns at 0 degrees (same size, opaque), without resampling
     rotated = rgba.convert("RGBa").rotate(angle, resample=_BILINEAR, expand=True, fillcolor=(0, 0, 0, 0))
     return rotated.convert("RGBA")
 
