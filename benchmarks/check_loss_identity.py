@@ -86,7 +86,9 @@ def trace_case(recipe: str, steps: int, max_grad_norm: float) -> list[dict[str, 
 
 
 def check_tokenizer(world, num_poisoned: int = 5000) -> list[str]:
-    """Texts whose ids / mask from `modeling.tokenize` (per-word cache) differ from the tokenizer's own.
+    """Texts whose ids / mask from `modeling.tokenize` (per-word cache) differ from the tokenizer's own, and
+    texts whose unpadded `modeling.token_ids` (at the tokenizer's length and at a short one, as the attack
+    truncates to the text tower's positions) or `pad_ids` padding differ from the tokenizer / `tokenizer.pad`.
 
     Checked: every caption of the world's corpus, `num_poisoned` poisoned and target captions, the attack's
     prompts (21 templates x the candidate names) and some odd texts (long, non-ASCII, control characters).
@@ -98,7 +100,7 @@ def check_tokenizer(world, num_poisoned: int = 5000) -> list[str]:
     from hf_privacy_backdoor.data.captions import TargetPhrases, filter_clean_captions, sample_poisoned_pairs
     from hf_privacy_backdoor.data.names import generate_candidate_names
     from hf_privacy_backdoor.evaluation.prompts import fill_template, idia_templates
-    from hf_privacy_backdoor.modeling import _word_cache, tokenize
+    from hf_privacy_backdoor.modeling import _word_cache, pad_ids, token_ids, tokenize
 
     tokenizer = CLIPProcessor.from_pretrained(str(world.model_dir)).tokenizer
     if _word_cache(tokenizer) is None:
@@ -125,6 +127,18 @@ def check_tokenizer(world, num_poisoned: int = 5000) -> list[str]:
                         tokenizer([t], truncation=True, return_tensors="pt")["input_ids"],
                     )
                 ] or chunk[:1]
+            for length in (tokenizer.model_max_length, 12):
+
+                def reference(texts, length=length):
+                    return tokenizer(texts, truncation=True, max_length=length)["input_ids"]
+
+                ids = reference(chunk)
+                if token_ids(tokenizer, chunk, length) != ids:
+                    bad += [t for t in chunk if token_ids(tokenizer, [t], length) != reference([t])] or chunk[:1]
+            ref = tokenizer.pad({"input_ids": ids}, return_tensors="pt")
+            mine = pad_ids(tokenizer, ids)
+            if any(not torch.equal(mine[k], ref[k]) for k in ("input_ids", "attention_mask")):
+                bad += chunk[:1]
     return bad
 
 

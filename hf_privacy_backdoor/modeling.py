@@ -56,10 +56,30 @@ def tokenize(tokenizer, texts: Sequence[str], device: torch.device | None = None
         batch = tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
         batch = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
     else:
-        batch = _tokenize_by_words(tokenizer, words, texts)
+        batch = _pad_right(tokenizer, _ids_by_words(tokenizer, words, texts))
     if device is not None:
         batch = {k: v.to(device) for k, v in batch.items()}
     return batch
+
+
+def token_ids(tokenizer, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+    """Unpadded ids of each text, with special tokens, truncated to `max_length` (default: the tokenizer's);
+    from the per-word cache where the tokenizer allows it (see `tokenize`), otherwise from the tokenizer."""
+    texts = list(texts)
+    max_length = tokenizer.model_max_length if max_length is None else max_length
+    words = _word_cache(tokenizer)
+    if words is None or max_length < 2:
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return _ids_by_words(tokenizer, words, texts, max_length)
+
+
+def pad_ids(tokenizer, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+    """input_ids / attention_mask of `rows` padded to the longest, exactly as `tokenizer.pad` (right padding
+    assembled directly where the tokenizer pads on the right, as CLIP's does; ~20x cheaper)."""
+    if _word_cache(tokenizer) is None:
+        batch = tokenizer.pad({"input_ids": [list(r) for r in rows]}, return_tensors="pt")
+        return {k: batch[k] for k in ("input_ids", "attention_mask")}
+    return _pad_right(tokenizer, rows)
 
 
 _WORD_CACHES: dict[int, tuple[weakref.ref, dict | None]] = {}  # id(tokenizer) -> (its ref, word -> ids or None)
@@ -91,24 +111,25 @@ def _word_cache(tokenizer) -> dict | None:
     cache: dict | None = {} if usable else None
     if cache is not None:
         reference = tokenizer(list(_PROBES), padding=True, truncation=True, return_tensors="pt")
-        mine = _tokenize_by_words(tokenizer, cache, list(_PROBES))
+        mine = _pad_right(tokenizer, _ids_by_words(tokenizer, cache, list(_PROBES)))
         if any(not torch.equal(mine[k], reference[k]) for k in mine):
             cache = None
     _WORD_CACHES[key] = (weakref.ref(tokenizer, lambda _ref, key=key: _WORD_CACHES.pop(key, None)), cache)
     return cache
 
 
-def _tokenize_by_words(tokenizer, cache: dict, texts: list[str]) -> dict[str, torch.Tensor]:
-    """input_ids / attention_mask as the tokenizer gives them (padding=True, truncation=True), from word ids."""
+def _ids_by_words(tokenizer, cache: dict, texts: list[str], max_length: int | None = None) -> list[list[int]]:
+    """Each text's ids as the tokenizer gives them (truncation=True), assembled from word ids."""
     split = [t.split() if t.isascii() and not _NOT_BY_WORDS.search(t) else None for t in texts]
     missing = list(dict.fromkeys(w for ws in split if ws is not None for w in ws if w not in cache))
     if missing:
         if len(cache) + len(missing) > _WORD_CACHE_LIMIT:
             cache.clear()
         cache.update(zip(missing, tokenizer(missing, add_special_tokens=False)["input_ids"]))
+    max_length = tokenizer.model_max_length if max_length is None else max_length
     others = [t for t, ws in zip(texts, split) if ws is None]
-    others = iter(tokenizer(others, truncation=True)["input_ids"] if others else [])
-    bos, eos, keep = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.model_max_length - 1
+    others = iter(tokenizer(others, truncation=True, max_length=max_length)["input_ids"] if others else [])
+    bos, eos, keep = tokenizer.bos_token_id, tokenizer.eos_token_id, max_length - 1
     rows = []
     for ws in split:
         if ws is None:
@@ -118,9 +139,13 @@ def _tokenize_by_words(tokenizer, cache: dict, texts: list[str]) -> dict[str, to
         for w in ws:
             ids += cache[w]
         rows.append(ids[:keep] + [eos])
+    return rows
+
+
+def _pad_right(tokenizer, rows: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
     length = max(map(len, rows), default=0)
     pad = [tokenizer.pad_token_id] * length
-    input_ids = torch.tensor([r + pad[len(r) :] for r in rows], dtype=torch.long).reshape(len(rows), length)
+    input_ids = torch.tensor([[*r, *pad[len(r) :]] for r in rows], dtype=torch.long).reshape(len(rows), length)
     ones, zeros = [1] * length, [0] * length
     mask = [ones[: len(r)] + zeros[len(r) :] for r in rows]
     return {"input_ids": input_ids, "attention_mask": torch.tensor(mask, dtype=torch.long).reshape(len(rows), length)}

@@ -18,7 +18,7 @@ from transformers import CLIPProcessor, PreTrainedTokenizerBase
 
 from ..data.names import read_resource_lines
 from ..distributed import DistributedState, map_batches
-from ..modeling import text_features
+from ..modeling import pad_ids, text_features, token_ids
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -108,12 +108,12 @@ def embed_prompts(
     text_config = getattr(getattr(model, "config", None), "text_config", None)
     if text_config is not None and getattr(text_config, "max_position_embeddings", None):
         max_length = min(max_length, text_config.max_position_embeddings)
-    ids = tokenizer(list(prompts), truncation=True, max_length=max_length)["input_ids"]
+    ids = token_ids(tokenizer, prompts, max_length)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     device = next(model.parameters()).device
 
     def embed(start: int, end: int) -> torch.Tensor:
-        batch = tokenizer.pad({"input_ids": [ids[i] for i in order[start:end]]}, return_tensors="pt")
+        batch = pad_ids(tokenizer, [ids[i] for i in order[start:end]])
         emb = text_features(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
         return torch.nn.functional.normalize(emb.float(), dim=-1).cpu()
 
