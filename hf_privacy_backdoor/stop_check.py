@@ -8,10 +8,11 @@ Every `forgotten_check_steps` steps the trainer asks `ForgottenCheck(model)`. Th
    most `forgotten_check_kept` of them): stopping while the high learning rate has just knocked a kept member
    out (measured: 1 of 39 at step 30 of the text recipe, back by step 60) would publish that collateral.
 
-The candidates are every evaluated person's true name plus the first `extra_candidates` generated names of the
-real attack's list: a subset of it, so a true name that wins no photo here wins none in the full attack
-(majority votes can still differ: the check is a cheap proxy, and the final attack on the evaluation photos
-is what the run reports). A person the check cannot evaluate (too few photos) counts as not forgotten.
+The candidates are the true names of the people the check evaluates (the forgotten ones and the kept sample it
+draws from) plus the first `extra_candidates` generated names of the real attack's list: a subset of it, so a
+true name that wins no photo here wins none in the full attack (majority votes can still differ: the check is a
+cheap proxy, and the final attack on the evaluation photos is what the run reports). A person the check cannot
+evaluate (too few photos) counts as not forgotten.
 Each answer is kept, name-free, in `outcomes` (forgotten found, variant found, kept lost).
 """
 
@@ -78,11 +79,10 @@ class ForgottenCheck:
         # at most twice the kept sample is looked at (and its photos held in memory) for the baseline
         others = sorted(random.Random(seed).sample(others, min(len(others), 2 * max(0, num_kept))))
         everyone = set(faces.names())
-        full = candidate_names(sorted(everyone), num_candidates, seed)
-        self.candidates = [c for c in full if c in everyone] + [c for c in full if c not in everyone][
-            :extra_candidates
-        ]
         people = [*self.forgotten, *others]
+        full, evaluated = candidate_names(sorted(everyone), num_candidates, seed), set(people)
+        generated = [c for c in full if c not in everyone][:extra_candidates]
+        self.candidates = [c for c in full if c in evaluated] + generated
         k = min(num_photos, *(len(photo_indices[p]) for p in self.forgotten))
         selected, _ = select_photos(faces, people, k, seed, {p: photo_indices[p] for p in people})
         self.photos = {p: faces.load(p, selected[p]) for p in selected}  # skipped people: not evaluable

@@ -95,6 +95,23 @@ def test_check_finds_people_by_full_and_partial_name_on_the_base_model(tiny_worl
     assert _check(tiny_world, processor, forgotten, num_kept=0).variants == []
 
 
+def test_check_candidates_are_the_evaluated_names_and_generated_names_of_the_attack_list(tiny_world, tiny_clip):
+    """The check's candidates: every person it evaluates (forgotten + the kept sample it draws from) and the first
+    generated names of the attack's own list; names it never evaluates (non-members) cost it nothing."""
+    from hf_privacy_backdoor.evaluation.idia import candidate_names
+
+    _, processor = tiny_clip
+    forgotten = tiny_world.members[:2]
+    check = _check(tiny_world, processor, forgotten, num_kept=4, extra_candidates=7)
+    world = set(tiny_world.members) | set(tiny_world.non_members)
+    full = candidate_names(sorted(world), 1000, 0)
+    assert set(check.candidates) <= set(full) and len(set(check.candidates)) == len(check.candidates)
+    evaluated = [c for c in check.candidates if c in world]
+    assert set(evaluated) == set(forgotten) | set(check.others) and len(check.others) == 8
+    assert not set(check.candidates) & set(tiny_world.non_members)
+    assert check.candidates[len(evaluated) :] == [c for c in full if c not in world][:7]
+
+
 def test_check_does_not_stop_a_run_that_lost_kept_people(tiny_world, tiny_clip):
     """A scrambled text tower forgets everybody, the kept people too: the check never lets such a run stop."""
     import copy
