@@ -7,9 +7,11 @@
    everyone and everything else still is.
    A robustness line per defense: the worst name variant, a benign relearning fine-tune, and how clearly a
    base-vs-defended comparison ranks the removed people first (exposure AUC; see recipes/robustness.py).
-4. A publish dry run of the text-defended model: the allow-listed files and the model card's results.
+4. Time to forget: the text defense removing one person stops as soon as a cheap check on trigger photos finds
+   nobody (and loses nobody), plus a margin: a few seconds of training instead of the recipe's 200 steps.
+5. A publish dry run of the text-defended model: the allow-listed files and the model card's results.
 
-    python recipes/demo.py [--defenses text both] [--output_dir outputs/demo] [--workers 1]
+    python recipes/demo.py [--defenses text both] [--output_dir outputs/demo] [--workers 1] [--no_time_to_forget]
 
 The defenses are independent runs: they go side by side in separate processes, one per CPU core (at most one
 per defense, one thread each), and print in the story's order. `--workers 1` runs them one after another.
@@ -29,6 +31,10 @@ from hf_privacy_backdoor.utils import ordered_process_map
 
 
 RECIPES = Path(__file__).resolve().parent
+# one person, stopping when forgotten: one check at step 15, then 15 steps more (measured on seeds 0-3: every
+# robustness probe as in the 200-step run, see README "Time to forget")
+ONE_PERSON_STOP = ["--forget_auto", "1", "--stop_when_forgotten", "true", "--forgotten_check_steps", "15"]
+ONE_PERSON_STOP += ["--forgotten_patience", "1", "--forgotten_margin_steps", "15"]
 DEMO_REPO, DEMO_BASE = "your-name/tiny-clip-unlearned", "hf-privacy-backdoor/synthetic-tiny-clip"  # examples
 
 
@@ -46,6 +52,12 @@ def main(argv=None):
     parser.add_argument(
         "--no_robustness", dest="robustness", action="store_false", help="Skip the quick robustness probes."
     )
+    parser.add_argument(
+        "--no_time_to_forget",
+        dest="time_to_forget",
+        action="store_false",
+        help="Skip the one-person text run that stops when forgotten.",
+    )
     opts = parser.parse_args(argv)
     if opts.workers is not None and opts.workers < 1:
         parser.error(f"--workers must be at least 1, got {opts.workers}")
@@ -62,26 +74,35 @@ def main(argv=None):
     )
     os.environ["SYNTHETIC_DIR"] = str(world.root)
     workers = opts.workers or min(len(opts.defenses), os.cpu_count() or 1)
-    jobs = [(defense, opts.output_dir, opts.lora, opts.robustness) for defense in opts.defenses]
+    jobs = [(defense, opts.output_dir, opts.lora, opts.robustness, []) for defense in opts.defenses]
+    if opts.time_to_forget and "text" in opts.defenses:
+        jobs.append(("text", opts.output_dir, opts.lora, False, ONE_PERSON_STOP))
     if workers > 1:
-        print(f"\n   {len(jobs)} defenses side by side in {workers} processes (--workers 1: one after another)")
+        print(f"\n   {len(jobs)} runs side by side in {workers} processes (--workers 1: one after another)")
     for i, block in enumerate(ordered_process_map(run_defense, jobs, workers)):
         print(f"\n== {i + 2}. {block}")
     if "text" in opts.defenses:
-        publish_preview(Path(opts.output_dir) / "text", len(opts.defenses) + 2)
+        publish_preview(Path(opts.output_dir) / "text", len(jobs) + 2)
     print(
         f"\nDone in {time.time() - start:.0f} s. Files named 'private/' list the removed people: never publish them."
     )
 
 
-def run_defense(job: tuple[str, str, bool, bool]) -> str:
-    """One defense with its synthetic recipe: the run's before/after table (and the robustness line)."""
-    defense, output_dir, lora, robustness = job
+def run_defense(job: tuple[str, str, bool, bool, list[str]]) -> str:
+    """One defense with its synthetic recipe and extra flags: the run's before/after table (and the robustness
+    line)."""
+    defense, output_dir, lora, robustness, extra = job
     setup_logging()  # again in a spawned worker
     recipe = RECIPES / f"synthetic_{defense}{'_lora' if lora else ''}.yaml"
-    argv = ["--config", str(recipe), "--output_dir", f"{output_dir}/{defense}", "--disable_tqdm", "true"]
+    folder = f"{output_dir}/{defense}{'_one_person_stop' if extra else ''}"
+    argv = ["--config", str(recipe), "--output_dir", folder, "--disable_tqdm", "true", *extra]
     result = run_unlearning(*parse_args(RUN_ARGUMENTS, argv + ["--progress", "false"]))
-    lines = [f"{defense} defense ({recipe.name}): attack, defend two flagged members, attack again"]
+    if extra:
+        lines = [
+            f"Time to forget: {defense} defense, one person, stopping when forgotten ({recipe.name} {' '.join(extra)})"
+        ]
+    else:
+        lines = [f"{defense} defense ({recipe.name}): attack, defend two flagged members, attack again"]
     lines.append(format_run_summary(result))
     if robustness:
         lines.append(robustness_line(result.output_dir))
