@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import zlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,14 +67,64 @@ class FaceSource:
 
 
 def open_image(ref: PhotoRef) -> Image.Image | None:
+    """`ref` as an RGB image (a new object the caller may change), or None with a warning if it is unreadable.
+
+    Files go through a process-wide cache of decoded photos (an attack reads the same evaluation photos for
+    every model it probes): an entry is used only while the file's modification time and size are unchanged.
+    """
     if isinstance(ref, Image.Image):
         return ref.convert("RGB")
     try:
-        with Image.open(ref) as im:
-            return im.convert("RGB")
+        return _DECODED.get(os.fspath(ref))
     except (UnidentifiedImageError, OSError, ValueError) as err:
         logger.warning("skipping unreadable image %s (%s)", ref, err)
         return None
+
+
+class DecodedPhotoCache:
+    """Least-recently-used decoded RGB photos, keyed by (path, modification time, size), up to `max_bytes` of
+    pixels (`HF_PRIVACY_BACKDOOR_PHOTO_CACHE_MB`, default 256; 0 turns it off). Returns copies."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[tuple[str, int, int], Image.Image] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, path: str) -> Image.Image:
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+        image = self.entries.get(key)
+        if image is not None:
+            self.entries.move_to_end(key)
+            return image.copy()
+        with Image.open(path) as im:
+            image = im.convert("RGB")
+        size = image.width * image.height * 3
+        if size <= self.max_bytes:
+            self.entries[key] = image.copy()
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self.entries.popitem(last=False)
+                self.bytes -= old.width * old.height * 3
+        return image
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
+
+def _cache_bytes(env: str = "HF_PRIVACY_BACKDOOR_PHOTO_CACHE_MB", default: float = 256) -> int:
+    raw = os.environ.get(env)
+    try:
+        megabytes = default if raw in (None, "") else float(raw)
+    except ValueError:
+        megabytes = -1
+    if not megabytes >= 0:
+        raise ValueError(f"{env} must be a number of MiB >= 0 (0 turns the photo cache off), got {raw!r}")
+    return int(megabytes * 2**20)
+
+
+_DECODED = DecodedPhotoCache(_cache_bytes())
 
 
 def load_face_folder(root: str | os.PathLike, check_readable: bool = False) -> FaceSource:
