@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--relearn_steps", nargs="+", type=int, default=RELEARN["relearn_steps"])
     parser.add_argument("--relearn_learning_rates", nargs="+", type=float, default=RELEARN["relearn_learning_rates"])
     parser.add_argument("--relearn_seeds", nargs="+", type=int, default=RELEARN["relearn_seeds"])
+    parser.add_argument(
+        "--relearn_portraits",
+        default="trigger",
+        choices=["trigger", "evaluation"],
+        help="kept members' photo halves in the fine-tune: 'evaluation' is held out from every defense",
+    )
     parser.add_argument("--num_candidates", type=int, default=None, help="attack candidates (default: the run's)")
     parser.add_argument("--ends", action="store_true", help="probe the base model too (once per removed, seed)")
     parser.add_argument("--retrained", action="store_true", help="and the retrained reference (~3 min each)")
@@ -102,6 +108,7 @@ def run_cell(cell: dict) -> dict:
             relearn_steps=cell["relearn_steps"],
             relearn_learning_rates=cell["relearn_learning_rates"],
             relearn_seeds=cell["relearn_seeds"],
+            relearn_portraits=cell["relearn_portraits"],
             num_candidates=cell["num_candidates"],
             objects=str(world.objects_dir),
             probe_base=cell["ends"],
@@ -258,7 +265,8 @@ def write_markdown(path: Path, rows: list[dict], report: dict) -> None:
         "Default synthetic world (40 members). Per (defense, setting, removed): worst over seeds for removed TPRs "
         "(any seed finding anyone counts), mean for kept TPR, AUC and rank. Exposure: AUC among the people the base "
         "model knows; rank = the removed people's mean rank among those suspects. Relearning: a benign contrastive "
-        f"fine-tune (probe seeds {report['settings']['relearn_seeds']}). `method`: hardening off; `recipes`: as "
+        f"fine-tune (probe seeds {report['settings']['relearn_seeds']}; kept members' "
+        f"{report['settings'].get('relearn_portraits', 'trigger')}-half photos). `method`: hardening off; `recipes`: as "
         f"shipped. Extra flags: `{' '.join(report['recipe_flags']) or 'none'}`.",
         "",
         "| defense | setting | removed | model | seeds | " + " | ".join(c[0] for c in cols) + " | top-1 before → after | misses |",
@@ -285,7 +293,8 @@ def main(argv: list[str] | None = None) -> dict:
     from hf_privacy_backdoor.synthetic import get_or_build_synthetic
 
     get_or_build_synthetic(progress=False)  # build once, before the workers
-    shared = {k: getattr(args, k) for k in ("probes", "relearn_steps", "relearn_learning_rates", "relearn_seeds")}
+    keys = ("probes", "relearn_steps", "relearn_learning_rates", "relearn_seeds", "relearn_portraits")
+    shared = {k: getattr(args, k) for k in keys}
     shared["num_candidates"] = args.num_candidates
     cells = []
     for n in args.removed:

@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 
 PROBES = ("variants", "relearn", "exposure", "collateral", "precision")
 PRECISIONS = ("fp16", "bf16", "int8")
+RELEARN_PORTRAITS = {"trigger": "trigger", "evaluation": "eval"}  # option -> the photo split's half
 PRECISION_MODES = ("auto", "weights", "native")
 ROLES = ("defended", "base", "retrained")
 FORMAT_VERSION = 1
@@ -104,6 +105,14 @@ class RobustnessConfig:
             "name a removed person. Default: the run's object folder + kept members' trigger-half portraits."
         },
     )
+    relearn_portraits: str = field(
+        default="trigger",
+        metadata={
+            "help": "Default data only: whose halves of the kept members' photos join the objects. 'trigger': "
+            "the split's trigger halves (what an image run's clean images and relearning guard train on too); "
+            "'evaluation': the evaluation halves, which no defense ever trains on (a held-out fine-tune)."
+        },
+    )
     objects: str | None = field(default=None, metadata={"help": "Object folder (default: the run's)."})
     collateral_seeds: list[int] | None = field(default=None, metadata={"help": "Seeds of other candidate lists."})
     precisions: list[str] | None = field(default=None, metadata={"help": f"Casts to attack, of {PRECISIONS}."})
@@ -151,6 +160,9 @@ class RobustnessConfig:
                 f"relearn_batch_size must be at least 2 (contrastive loss), got {self.relearn_batch_size}"
             )
         self.relearn_steps = sorted(set(self.relearn_steps))
+        _check_choices("relearn_portraits", [self.relearn_portraits], RELEARN_PORTRAITS)
+        if self.relearn_data and self.relearn_portraits != "trigger":
+            raise ValueError("relearn_portraits chooses photos of the default relearn data: not with relearn_data")
 
 
 def _check_choices(what: str, values: Sequence[str], valid: Sequence[str]) -> None:
@@ -466,6 +478,7 @@ class RelearnData:
     num_portraits: int
     num_objects: int
     source: str  # "synthetic default" | "folder"
+    portraits: str | None = None  # the default data's half of the kept members' photos (relearn_portraits)
 
 
 def load_relearn_data(ctx: ProbeContext) -> RelearnData:
@@ -482,7 +495,14 @@ def load_relearn_data(ctx: ProbeContext) -> RelearnData:
         folder = load_face_folder(objects)  # <objects>/<class_folder>/*.png: the same layout as faces
         images, captions = _captioned(folder, folder.names(), "a photo of a {}")
         portraits, names = _kept_portraits(ctx)
-        data = RelearnData(images + portraits, captions + names, len(portraits), len(images), "synthetic default")
+        data = RelearnData(
+            images + portraits,
+            captions + names,
+            len(portraits),
+            len(images),
+            "synthetic default",
+            config.relearn_portraits,
+        )
     _check_no_removed_name(ctx, data.captions)
     return data
 
@@ -497,14 +517,16 @@ def _captioned(folder: FaceSource, labels: Sequence[str], template: str) -> tupl
 
 
 def _kept_portraits(ctx: ProbeContext) -> tuple[list[Image.Image], list[str]]:
-    """Kept members' photos from the split's trigger halves (never an evaluation photo, never a removed person)."""
-    trigger = ctx.run.split["trigger"]
-    people = [n for n in ctx.kept_members() if trigger.get(n)]
+    """Kept members' photos from the split's trigger halves, or with `relearn_portraits` 'evaluation' from the
+    evaluation halves (held out from every defense); never a removed person."""
+    which = ctx.config.relearn_portraits
+    half = ctx.run.split[RELEARN_PORTRAITS[which]]
+    people = [n for n in ctx.kept_members() if half.get(n)]
     if not people:
-        logger.warning("relearn: no kept member has trigger-half photos; fine-tuning on objects only")
+        logger.warning("relearn: no kept member has %s-half photos; fine-tuning on objects only", which)
     images, captions = [], []
     for name in people:
-        loaded = ctx.run.faces.load(name, trigger[name])
+        loaded = ctx.run.faces.load(name, half[name])
         images += loaded
         captions += [f"a photo of {name}"] * len(loaded)
     return images, captions
@@ -596,7 +618,12 @@ def _relearn_by_setting(runs: Sequence[dict]) -> list[dict]:
 
 
 def _data_info(data: RelearnData) -> dict:
-    return {"source": data.source, "num_portraits": data.num_portraits, "num_objects": data.num_objects}
+    return {
+        "source": data.source,
+        "num_portraits": data.num_portraits,
+        "num_objects": data.num_objects,
+        "portraits": data.portraits,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -919,6 +946,7 @@ def public_settings(ctx: ProbeContext) -> dict[str, Any]:
             "relearn_learning_rates": config.relearn_learning_rates,
             "relearn_seeds": config.relearn_seeds,
             "relearn_batch_size": config.relearn_batch_size,
+            "relearn_portraits": config.relearn_portraits,
         },
         "collateral": {"collateral_seeds": config.collateral_seeds},
         "precision": {"precisions": config.precisions, "precision_mode": config.precision_mode},

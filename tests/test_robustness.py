@@ -116,6 +116,29 @@ def test_auc():
     assert auc([3, 2], [1, 0]) == 1.0 and auc([0], [1]) == 0.0 and auc([1, 1], [1]) == 0.5
 
 
+def test_held_out_relearn_portraits_are_the_kept_members_evaluation_halves(text_run, tiny_world):
+    from hf_privacy_backdoor.modeling import load_clip
+    from hf_privacy_backdoor.robustness import load_relearn_data, make_context, make_subject
+
+    halves = {}
+    for which in ("trigger", "evaluation"):
+        config = RobustnessConfig(probes="relearn", relearn_portraits=which, objects=str(tiny_world.objects_dir))
+        ctx = make_context(load_run_folder(text_run, config), config)
+        ctx.base = make_subject(ctx, "base", *load_clip(ctx.run.base_model))
+        data = load_relearn_data(ctx)
+        portraits = data.images[data.num_objects :]
+        halves[which] = {im.tobytes() for im in portraits}
+        assert data.portraits == which and data.num_portraits == len(portraits) > 0
+        assert not set(data.captions) & {f"a photo of {n}" for n in ctx.run.removed}
+    split, kept = ctx.run.split, ctx.kept_members()
+    evaluation = {im.tobytes() for n in kept for im in ctx.run.faces.load(n, split["eval"][n])}
+    assert halves["evaluation"] == evaluation and not halves["evaluation"] & halves["trigger"]
+    with pytest.raises(ValueError, match="unknown relearn_portraits"):
+        RobustnessConfig(relearn_portraits="both")
+    with pytest.raises(ValueError, match="not with relearn_data"):
+        RobustnessConfig(relearn_portraits="evaluation", relearn_data=str(tiny_world.faces_dir))
+
+
 def test_bad_inputs_give_clear_errors_without_names(tiny_world, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_run_folder(tmp_path / "nowhere", RobustnessConfig())
