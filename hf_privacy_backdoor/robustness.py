@@ -110,7 +110,8 @@ class RobustnessConfig:
         metadata={
             "help": "Default data only: whose halves of the kept members' photos join the objects. 'trigger': "
             "the split's trigger halves (what an image run's clean images and relearning guard train on too); "
-            "'evaluation': the evaluation halves, which no defense ever trains on (a held-out fine-tune)."
+            "'evaluation': the evaluation halves, which no defense ever trains on (a held-out fine-tune; the kept "
+            "members' TPR after it is then measured on photos it trained on: read the removed TPR)."
         },
     )
     objects: str | None = field(default=None, metadata={"help": "Object folder (default: the run's)."})
