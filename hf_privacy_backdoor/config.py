@@ -168,7 +168,8 @@ class BackdoorUnlearningConfig(TrainingArguments):
         default=0.0,
         metadata={
             "help": "Scale the run with the forget list: train at least ceil(steps_per_name x number of names) "
-            "steps (max_steps is raised to it; milestones stay where they are). 0 (default) = max_steps as given."
+            "steps (max_steps is raised to it and lr_milestones stretch by the same factor). 0 (default) = max_steps as "
+            "given."
         },
     )
     max_grad_norm: float = field(
@@ -266,9 +267,12 @@ class BackdoorUnlearningConfig(TrainingArguments):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
     def scale_steps(self, num_names: int) -> int:
-        """Raise max_steps to ceil(steps_per_name x num_names) where that is more; returns the steps to train."""
-        if self.steps_per_name > 0:
-            self.max_steps = max(self.max_steps, math.ceil(self.steps_per_name * num_names))
+        """Raise max_steps to ceil(steps_per_name x num_names) where that is more, stretching the lr milestones
+        by the same factor (the schedule keeps its shape); returns the steps to train."""
+        steps = math.ceil(self.steps_per_name * num_names) if self.steps_per_name > 0 else 0
+        if steps > self.max_steps:
+            self.lr_milestones = [round(m * steps / self.max_steps) for m in self.lr_milestones or []]
+            self.max_steps = steps
         return self.max_steps
 
     @property

@@ -83,4 +83,11 @@ def test_cover_and_steps_errors(tiny_world, tmp_path):
         BackdoorUnlearningConfig(output_dir=str(tmp_path), steps_per_name=-1)
     config = BackdoorUnlearningConfig(output_dir=str(tmp_path), max_steps=200, steps_per_name=12.5)
     assert config.scale_steps(8) == 200 and config.scale_steps(64) == 800
+    # the schedule keeps its shape: milestones stretch with the steps (the both recipe: 500 steps, x0.1 at 400, 450)
+    config = BackdoorUnlearningConfig(
+        output_dir=str(tmp_path), max_steps=500, lr_milestones=[400, 450], steps_per_name=12.5
+    )
+    assert config.scale_steps(40) == 500 and config.lr_milestones == [400, 450]
+    assert config.scale_steps(64) == 800 and config.lr_milestones == [640, 720]
+    assert config.scale_steps(64) == 800 and config.lr_milestones == [640, 720]  # once only
     assert not any((tmp_path / d / "private").exists() for d in "abc")  # nothing half-written
