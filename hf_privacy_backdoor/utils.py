@@ -7,7 +7,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,13 +83,40 @@ def ordered_process_map(fn, items: list, workers: int, threads: int | None = Non
     calls run in that many spawned processes (a clean interpreter each, `threads` torch threads each: by default
     the cores shared out), and a result is yielded once it and those before it are done. `fn` must be importable
     (a module-level function). The first failure cancels the calls not yet started and is raised."""
+    for results in ordered_process_chain(fn, items, workers, threads=threads):
+        yield results[0]
+
+
+def ordered_process_chain(
+    fn,
+    items: list,
+    workers: int,
+    then: Callable[[int, Any], tuple[Callable, Any] | None] | None = None,
+    start_order: Sequence[int] | None = None,
+    threads: int | None = None,
+) -> Iterator[list[Any]]:
+    """`fn(item)` for each item and, as soon as that is done, an optional second call: `then(index, result)`
+    (run in this process) returns `(fn2, arg)` to run next, in whichever worker is free, or None. Yields, in the
+    items' order, `[result]` or `[result, fn2(arg)]` per item, each once it and those before it are done.
+
+    `start_order` (indices) is the order the first calls are queued in (default: the items'); second calls
+    queue behind the first calls not yet started. Processes as in `ordered_process_map`; the first failure
+    cancels what has not started and is raised. With `workers` 1 everything runs here, item after item."""
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    order = list(range(len(items))) if start_order is None else list(start_order)
+    if sorted(order) != list(range(len(items))):
+        raise ValueError(f"start_order must be a permutation of 0..{len(items) - 1}, got {order}")
     if workers == 1 or len(items) < 2:
-        yield from map(fn, items)
+        for i, item in enumerate(items):
+            results = [fn(item)]
+            follow = then(i, results[0]) if then else None
+            if follow is not None:
+                results.append(follow[0](follow[1]))
+            yield results
         return
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     workers = min(workers, len(items))
     threads = threads or int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // workers))
@@ -97,10 +124,40 @@ def ordered_process_map(fn, items: list, workers: int, threads: int | None = Non
     with ProcessPoolExecutor(
         workers, mp_context=context, initializer=torch.set_num_threads, initargs=(threads,)
     ) as ex:
-        futures = [ex.submit(fn, item) for item in items]
+        stage = {ex.submit(fn, items[i]): (i, 0) for i in order}
+        results: list[list[Any]] = [[] for _ in items]
+        finished, broken = [False] * len(items), [False] * len(items)
+        pending, next_out, failure = set(stage), 0, None
         try:
-            for future in futures:
-                yield future.result()
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: stage[f]):
+                    i, step = stage[future]
+                    error = None if future.cancelled() else future.exception()
+                    if future.cancelled() or error is not None:
+                        finished[i] = broken[i] = True
+                        if failure is None and error is not None:
+                            failure = error
+                            for other in pending:
+                                other.cancel()
+                        continue
+                    results[i].append(future.result())
+                    follow = then(i, results[i][0]) if step == 0 and then else None
+                    if follow is None:
+                        finished[i] = True
+                    elif failure is not None:  # nothing new starts after a failure
+                        finished[i] = broken[i] = True
+                    else:
+                        second = ex.submit(*follow)
+                        stage[second] = (i, 1)
+                        pending.add(second)
+                while next_out < len(items) and finished[next_out]:
+                    if broken[next_out]:
+                        raise failure
+                    yield results[next_out]
+                    next_out += 1
+            if failure is not None:
+                raise failure
         finally:
-            for future in futures:
+            for future in stage:
                 future.cancel()

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hf_privacy_backdoor.utils import ordered_process_map
+from hf_privacy_backdoor.utils import ordered_process_chain, ordered_process_map
 
 
 def test_ordered_process_map_keeps_the_order_across_processes():
@@ -21,3 +21,29 @@ def test_ordered_process_map_raises_the_first_failure():
         next(results)
     with pytest.raises(ValueError, match="workers must be at least 1"):
         list(ordered_process_map(math.sqrt, [1.0], workers=0))
+
+
+def _negate(x):
+    return -x
+
+
+def test_ordered_process_chain_runs_each_follow_up_after_its_first_call_and_keeps_the_order():
+    # the second call of an item starts once its first is done (here: sqrt of the first call's result);
+    # items without a follow-up yield one result; queued in start_order, yielded in the items' order
+    items = [16.0, 81.0, 9.0]
+
+    def then(i, result):
+        return None if i == 2 else (math.sqrt, result)
+
+    expected = [[4.0, 2.0], [9.0, 3.0], [3.0]]
+    assert list(ordered_process_chain(math.sqrt, items, 2, then=then, start_order=[2, 0, 1])) == expected
+    assert list(ordered_process_chain(math.sqrt, items, 1, then=then)) == expected
+    with pytest.raises(ValueError, match="start_order must be a permutation"):
+        list(ordered_process_chain(math.sqrt, items, 2, start_order=[0, 0, 1]))
+
+
+def test_ordered_process_chain_raises_a_failing_follow_up_after_the_items_before_it():
+    results = ordered_process_chain(_negate, [1.0, 4.0], 2, then=lambda i, r: (math.sqrt, r) if i else None)
+    assert next(results) == [-1.0]
+    with pytest.raises(ValueError, match="math domain error"):
+        next(results)
