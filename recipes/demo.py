@@ -13,8 +13,11 @@
 
     python recipes/demo.py [--defenses text both] [--output_dir outputs/demo] [--workers 1] [--no_time_to_forget]
 
-The defenses are independent runs: they go side by side in separate processes, one per CPU core (at most one
-per defense, one thread each), and print in the story's order. `--workers 1` runs them one after another.
+The defenses are independent runs: they go side by side in separate processes, one per CPU core (one thread
+each), each run's robustness probes queued as soon as it is done, and print in the story's order. The base
+model's control for the probes is measured once, on the first run probed, and skipped on the others when they
+removed the same people (same base, people and settings: the same numbers). `--workers 1` runs them one after
+another.
 
 The defenses use the synthetic recipes (`recipes/synthetic_<defense>.yaml`), so what the demo shows is what
 `accelerate launch recipes/unlearn.py --config recipes/synthetic_<defense>.yaml` does.
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from hf_privacy_backdoor.cli import parse_args, setup_logging
 from hf_privacy_backdoor.run import RUN_ARGUMENTS, format_run_summary, run_unlearning
-from hf_privacy_backdoor.utils import ordered_process_map
+from hf_privacy_backdoor.utils import ordered_process_chain
 
 
 RECIPES = Path(__file__).resolve().parent
@@ -35,6 +38,10 @@ RECIPES = Path(__file__).resolve().parent
 # robustness probe as in the 200-step run, see README "Time to forget")
 ONE_PERSON_STOP = ["--forget_auto", "1", "--stop_when_forgotten", "true", "--forgotten_check_steps", "15"]
 ONE_PERSON_STOP += ["--forgotten_patience", "1", "--forgotten_margin_steps", "15"]
+# what the robustness line shows (the quick preset's collateral and precision probes are left to robustness.py)
+DEMO_PROBES = "variants,relearn,exposure"
+# the queue's order: the longest runs first, so that the two cores finish together (measured, seconds alone)
+START_ORDER = ("image", "both", "text", "text_one_person_stop")
 DEMO_REPO, DEMO_BASE = "your-name/tiny-clip-unlearned", "hf-privacy-backdoor/synthetic-tiny-clip"  # examples
 
 
@@ -73,14 +80,26 @@ def main(argv=None):
         f"seen), {len(world.object_classes)} object classes; ready in {time.time() - start:.0f} s\n   {world.root}"
     )
     os.environ["SYNTHETIC_DIR"] = str(world.root)
-    workers = opts.workers or min(len(opts.defenses), os.cpu_count() or 1)
-    jobs = [(defense, opts.output_dir, opts.lora, opts.robustness, []) for defense in opts.defenses]
+    jobs = [(defense, opts.output_dir, opts.lora, []) for defense in opts.defenses]
     if opts.time_to_forget and "text" in opts.defenses:
-        jobs.append(("text", opts.output_dir, opts.lora, False, ONE_PERSON_STOP))
+        jobs.append(("text", opts.output_dir, opts.lora, ONE_PERSON_STOP))
+    workers = opts.workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
         print(f"\n   {len(jobs)} runs side by side in {workers} processes (--workers 1: one after another)")
-    for i, block in enumerate(ordered_process_map(run_defense, jobs, workers)):
-        print(f"\n== {i + 2}. {block}")
+    folders = [run_folder(job) for job in jobs]
+    order = sorted(range(len(jobs)), key=lambda i: START_ORDER.index(folders[i].name))
+    control: list[Path] = []  # the run whose robustness report carries the base model's control
+
+    def probe(i: int, _block: str):
+        if not (opts.robustness and not jobs[i][3]):
+            return None
+        if not control or forget_names(control[0]) != forget_names(folders[i]):
+            control[:] = [folders[i]]
+            return robustness_line, (folders[i], True)
+        return robustness_line, (folders[i], False)
+
+    for i, parts in enumerate(ordered_process_chain(run_defense, jobs, workers, then=probe, start_order=order)):
+        print(f"\n== {i + 2}. " + "\n".join(parts))
     if "text" in opts.defenses:
         publish_preview(Path(opts.output_dir) / "text", len(jobs) + 2)
     print(
@@ -88,14 +107,17 @@ def main(argv=None):
     )
 
 
-def run_defense(job: tuple[str, str, bool, bool, list[str]]) -> str:
-    """One defense with its synthetic recipe and extra flags: the run's before/after table (and the robustness
-    line)."""
-    defense, output_dir, lora, robustness, extra = job
+def run_folder(job: tuple[str, str, bool, list[str]]) -> Path:
+    defense, output_dir, _, extra = job
+    return Path(output_dir) / f"{defense}{'_one_person_stop' if extra else ''}"
+
+
+def run_defense(job: tuple[str, str, bool, list[str]]) -> str:
+    """One defense with its synthetic recipe and extra flags: the run's before/after table."""
+    defense, _, lora, extra = job
     setup_logging()  # again in a spawned worker
     recipe = RECIPES / f"synthetic_{defense}{'_lora' if lora else ''}.yaml"
-    folder = f"{output_dir}/{defense}{'_one_person_stop' if extra else ''}"
-    argv = ["--config", str(recipe), "--output_dir", folder, "--disable_tqdm", "true", *extra]
+    argv = ["--config", str(recipe), "--output_dir", str(run_folder(job)), "--disable_tqdm", "true", *extra]
     result = run_unlearning(*parse_args(RUN_ARGUMENTS, argv + ["--progress", "false"]))
     if extra:
         lines = [
@@ -104,17 +126,24 @@ def run_defense(job: tuple[str, str, bool, bool, list[str]]) -> str:
     else:
         lines = [f"{defense} defense ({recipe.name}): attack, defend two flagged members, attack again"]
     lines.append(format_run_summary(result))
-    if robustness:
-        lines.append(robustness_line(result.output_dir))
     return "\n".join(lines)
 
 
-def robustness_line(run_dir: Path) -> str:
-    """Stronger attacks than the exact name (quick preset): name variants, relearning, model-diff exposure."""
+def forget_names(run_dir: Path) -> list[str]:
+    """The run's removed people (private/forget_names.txt), to tell whether two runs share a control."""
+    path = run_dir / "private" / "forget_names.txt"
+    return sorted(path.read_text().splitlines()) if path.is_file() else []
+
+
+def robustness_line(job: tuple[Path, bool]) -> str:
+    """Stronger attacks than the exact name (quick preset): name variants, relearning, model-diff exposure; with
+    `probe_base`, the base model's control too (else it was measured on another run with the same people)."""
     from hf_privacy_backdoor.robustness import RobustnessConfig, format_demo_line, run_robustness
 
-    report = run_robustness(run_dir, RobustnessConfig(quick=True, progress=False))
-    return format_demo_line(report.public())
+    run_dir, probe_base = job
+    setup_logging()
+    config = RobustnessConfig(quick=True, probes=DEMO_PROBES, probe_base=probe_base, progress=False)
+    return format_demo_line(run_robustness(run_dir, config).public())
 
 
 def publish_preview(run_dir: Path, number: int) -> None:
