@@ -806,10 +806,14 @@ def _format_checks(checks: list[dict], max_steps) -> str:
     return f"stop_when_forgotten: {len(checks)} checks, {first} (max_steps {max_steps})"
 
 
+def _people(count: int) -> str:
+    return f"{count} {'person' if count == 1 else 'people'}"
+
+
 def format_run_summary(result: RunResult) -> str:
     """A compact before/after table for the terminal (aggregates only)."""
     if result.after is None:
-        return f"Defended model saved to {result.output_dir} ({len(result.forget_names)} people removed)."
+        return f"Defended model saved to {result.output_dir} ({_people(len(result.forget_names))} removed)."
     removed = {normalize_name(n) for n in result.forget_names}
 
     def group(res, kind):
@@ -831,7 +835,7 @@ def format_run_summary(result: RunResult) -> str:
     d = result.summary.get("defense", {})
     lines = [
         f"Backdoor unlearning: {d.get('defense')} defense{' (LoRA)' if d.get('use_lora') else ''}, "
-        f"{len(result.forget_names)} people removed, {d.get('steps_trained', d.get('max_steps'))} steps, "
+        f"{_people(len(result.forget_names))} removed, {d.get('steps_trained', d.get('max_steps'))} steps, "
         f"{result.train_seconds:.1f} s",
         f"{'':40s}{'before':>8s}{'after':>9s}",
     ]
