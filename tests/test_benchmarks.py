@@ -201,3 +201,16 @@ def test_run_cells_keeps_the_order_and_reports_each_finished_cell(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(" done")[0] for line in lines] == ["[1/3] cell 3", "[2/3] cell 1", "[3/3] cell 2"]
     assert report.run_cells(_square, [2], workers=1) == [4] and capsys.readouterr().out == ""  # no label: quiet
+
+
+def test_pick_image_target_writes_a_target_farther_from_every_members_name(tiny_world, tiny_clip, tmp_path):
+    from hf_privacy_backdoor.data.faces import load_membership
+    from hf_privacy_backdoor.data.images import load_target_embedding
+
+    out = tmp_path / "target.safetensors"
+    scores = _load("pick_image_target").main(["--world", "default", "--output", str(out)])
+    worst, _, members_on_top = scores["picked"]
+    assert members_on_top == 0 and worst > scores["centroid"][0]  # a wider margin than the method's centroid
+    non_members = load_membership(tiny_world.root / "world" / "world.json")["non_members"]
+    assert 1 <= scores["eligible"] <= scores["scored"] == len(non_members)
+    assert load_target_embedding(out, tiny_clip[0].config.projection_dim).dim() == 1  # loads as --target_embedding
