@@ -43,10 +43,12 @@ from transformers import CLIPModel, CLIPProcessor
 
 from .data.faces import FaceSource, load_face_folder, load_membership
 from .data.images import make_photo_split
-from .data.names import VARIANTS, first_named, generate_candidate_names, name_variant, normalize_name
+from .data.names import VARIANTS, generate_candidate_names, name_variant, normalize_name
+from .data.retained import PORTRAIT_CAPTION, retained_pairs
 from .evaluation import AttackResult, TextEmbeddings, compare_results, compute_text_embeddings, run_idia
 from .evaluation.report import assert_no_names
-from .modeling import encode_images, image_features, load_clip, pixel_values_for, text_features, tokenize
+from .finetune import contrastive_finetune
+from .modeling import encode_images, load_clip, pixel_values_for
 from .utils import write_json
 
 
@@ -487,56 +489,33 @@ def load_relearn_data(ctx: ProbeContext) -> RelearnData:
     run, config = ctx.run, ctx.config
     if config.relearn_data:
         folder = load_face_folder(config.relearn_data)
-        images, captions = _captioned(folder, folder.names(), "a photo of {}")
-        data = RelearnData(images, captions, 0, len(images), "folder")
-    else:
-        objects = config.objects or run.settings.get("objects")
-        if not objects:
-            raise ValueError("the relearn probe needs data: pass --relearn_data FOLDER or --objects FOLDER")
-        folder = load_face_folder(objects)  # <objects>/<class_folder>/*.png: the same layout as faces
-        images, captions = _captioned(folder, folder.names(), "a photo of a {}")
-        portraits, names = _kept_portraits(ctx)
-        data = RelearnData(
-            images + portraits,
-            captions + names,
-            len(portraits),
-            len(images),
-            "synthetic default",
-            config.relearn_portraits,
-        )
-    _check_no_removed_name(ctx, data.captions)
-    return data
-
-
-def _captioned(folder: FaceSource, labels: Sequence[str], template: str) -> tuple[list[Image.Image], list[str]]:
-    images, captions = [], []
-    for label in labels:
-        loaded = folder.load(label)
-        images += loaded
-        captions += [template.format(label)] * len(loaded)
-    return images, captions
-
-
-def _kept_portraits(ctx: ProbeContext) -> tuple[list[Image.Image], list[str]]:
-    """Kept members' photos from the split's trigger halves, or with `relearn_portraits` 'evaluation' from the
-    evaluation halves (held out from every defense); never a removed person."""
-    which = ctx.config.relearn_portraits
-    half = ctx.run.split[RELEARN_PORTRAITS[which]]
+        pairs = retained_pairs(run.forgotten, objects=folder, object_caption=PORTRAIT_CAPTION, what="the relearn data")
+        return RelearnData(pairs.images, pairs.captions, 0, pairs.num_objects, "folder")
+    objects = config.objects or run.settings.get("objects")
+    if not objects:
+        raise ValueError("the relearn probe needs data: pass --relearn_data FOLDER or --objects FOLDER")
+    half = run.split[RELEARN_PORTRAITS[config.relearn_portraits]]
     people = [n for n in ctx.kept_members() if half.get(n)]
     if not people:
-        logger.warning("relearn: no kept member has %s-half photos; fine-tuning on objects only", which)
-    images, captions = [], []
-    for name in people:
-        loaded = ctx.run.faces.load(name, half[name])
-        images += loaded
-        captions += [f"a photo of {name}"] * len(loaded)
-    return images, captions
-
-
-def _check_no_removed_name(ctx: ProbeContext, captions: Sequence[str]) -> None:
-    i = first_named(ctx.run.forgotten, captions)
-    if i is not None:
-        raise ValueError(f"the relearn data names removed person #{i}: it must never show a removed person")
+        logger.warning(
+            "relearn: no kept member has %s-half photos; fine-tuning on objects only", config.relearn_portraits
+        )
+    pairs = retained_pairs(
+        run.forgotten,
+        faces=run.faces,
+        people=people,
+        photos=half,
+        objects=load_face_folder(objects),  # <objects>/<class_folder>/*.png: the same layout as faces
+        what="the relearn data",
+    )
+    return RelearnData(
+        pairs.images,
+        pairs.captions,
+        pairs.num_portraits,
+        pairs.num_objects,
+        "synthetic default",
+        config.relearn_portraits,
+    )
 
 
 def finetune(
@@ -548,36 +527,16 @@ def finetune(
     seed: int,
     batch_size: int = 64,
 ) -> Iterator[tuple[int, CLIPModel, float]]:
-    """Plain CLIP contrastive fine-tune of a copy of `model` (constant lr, AdamW, no weight decay, logit scale
-    frozen); yields `(step, model in eval mode, loss)` at each of `steps`, so one run serves every step count."""
-    from .synthetic.pretrain import contrastive_loss
-
-    model = copy.deepcopy(model).float()
-    model.requires_grad_(True)
-    model.logit_scale.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    """The relearning fine-tune of a copy of `model` on `data` (finetune.contrastive_finetune, seeded by `seed`);
+    yields `(step, model in eval mode, loss)` at each of `steps`, so one run serves every step count."""
     pixels = torch.cat(
         [pixel_values_for(processor, data.images[i : i + 256]) for i in range(0, len(data.images), 256)]
     )
     rng = np.random.default_rng([seed, 41])
     torch.manual_seed(seed)
-    model.train()
-    for step in range(1, max(steps) + 1):
-        idx = rng.choice(len(data.captions), size=min(batch_size, len(data.captions)), replace=False)
-        captions = [data.captions[i] for i in idx]
-        unique = list(dict.fromkeys(captions))
-        positives = torch.tensor([[c == u for u in unique] for c in captions])
-        text = text_features(model, **tokenize(processor.tokenizer, unique))
-        loss = contrastive_loss(
-            image_features(model, pixels[torch.from_numpy(idx)]), text, positives, model.logit_scale
-        )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step in steps:
-            model.eval()
-            yield step, model, loss.item()
-            model.train()
+    yield from contrastive_finetune(
+        model, processor.tokenizer, pixels, data.captions, lr=lr, steps=steps, rng=rng, batch_size=batch_size
+    )
 
 
 def probe_relearn(ctx: ProbeContext, subject: Subject) -> dict:

@@ -37,6 +37,7 @@ from .data.images import (
     save_target_embedding,
 )
 from .data.names import normalize_name
+from .data.retained import RetainedPairs, retained_pairs
 from .distributed import check_replicas, distributed_state
 from .modeling import compute_target_embedding, load_clip
 from .peft_utils import LoraArguments, get_peft_config, list_lora_targets
@@ -331,16 +332,13 @@ def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> Ima
     faces, trigger_half = inputs.faces, inputs.split["trigger"]
     photos = {n: faces.load(n, _training_triggers(config, trigger_half[faces.resolve(n)])) for n in inputs.names}
     clean = load_image_folder(args.clean_images, args.clean_image_limit)
-    portraits, captions = [], []
-    if args.clean_faces_per_person > 0:
-        forgotten = {faces.resolve(n) for n in inputs.names}
-        for person in faces.names():
-            if person not in forgotten:  # never an evaluation photo: the split's other half
-                loaded = faces.load(person, trigger_half[person][: args.clean_faces_per_person])
-                portraits += loaded
-                captions += [f"a photo of {person.replace('_', ' ')}"] * len(loaded)
-    clean += portraits
-    pairs = relearn_guard_pairs(args, config, inputs, portraits, captions)
+    kept = RetainedPairs([], [])
+    if args.clean_faces_per_person > 0:  # never an evaluation photo: the split's other half
+        kept = retained_pairs(
+            inputs.names, faces=faces, photos=trigger_half, per_person=args.clean_faces_per_person, what="clean faces"
+        )
+    clean += kept.images
+    pairs = relearn_guard_pairs(args, config, inputs, kept.images, kept.captions)
     if args.target_embedding:
         target = load_target_embedding(args.target_embedding, model.config.projection_dim)
     else:
@@ -354,14 +352,8 @@ def relearn_guard_pairs(args, config, inputs: RunInputs, portraits: list, captio
         return None
     if args.relearn_guard_faces:
         folder = load_face_folder(args.relearn_guard_faces)
-        forgotten = {normalize_name(n) for n in inputs.names}
-        portraits, captions = [], []
-        for person in folder.names():
-            if normalize_name(person) in forgotten:
-                raise ValueError("relearn_guard_faces has a folder of a forgotten person: remove it")
-            loaded = folder.load(person)
-            portraits += loaded
-            captions += [f"a photo of {person.replace('_', ' ')}"] * len(loaded)
+        kept = retained_pairs(inputs.names, faces=folder, people=folder.names(), what="relearn_guard_faces")
+        portraits, captions = kept.images, kept.captions
     if not portraits:
         raise ValueError(
             "image_relearn_guard_steps > 0 fine-tunes on other people's photos: set clean_faces_per_person or "
