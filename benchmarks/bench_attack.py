@@ -64,7 +64,7 @@ def image_defended_model(args: argparse.Namespace, tmp: str) -> str:
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "synthetic_image.yaml"
     argv = ["--config", str(recipe), "--output_dir", tmp, "--forget_auto", "0", "--evaluate", "false"]
     argv += ["--forget_names", FORGET_EXAMPLE, "--max_steps", str(args.image_defense_steps), "--progress", "false"]
-    argv += ["--disable_tqdm", "true", "--report_to", "none", "--image_relearn_guard_steps", "0"]  # any image model
+    argv += ["--disable_tqdm", "true", "--report_to", "none"]
     run_unlearning(*parse_recipe(RUN_ARGUMENTS, argv))
     return tmp
 

@@ -35,7 +35,7 @@ from bench_grid import cell_numbers  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 # The hardening options off: what method.md trains (the recipes' other tiny-model settings stay).
-METHOD_FLAGS = ["--name_variant_triggers", "", "--image_backdoor_sam_rho", "0", "--image_relearn_guard_steps", "0"]
+METHOD_FLAGS = ["--name_variant_triggers", ""]
 SETTINGS = {"method": METHOD_FLAGS, "recipes": []}
 TARGETS = {"removed_tpr": 0.0, "collateral_pct": 5.0}
 PROBES = "variants,relearn,exposure,collateral"

@@ -104,8 +104,8 @@ def make_setup(case: str, steps: int, output_dir: str) -> Setup:
     argv = ["--config", str(ROOT / "recipes" / CASES[case]), "--output_dir", output_dir, "--forget_names", *FORGET]
     argv += ["--forget_auto", "0", "--evaluate", "false", "--progress", "false", "--disable_tqdm", "true"]
     argv += ["--max_steps", str(steps), "--logging_steps", str(10 * steps), "--report_to", "none"]
-    # the method's exact-name triggers, no relearning guard (the literal loop and the floor implement method.md)
-    argv += ["--name_variant_triggers", "", "--steps_per_name", "0", "--image_relearn_guard_steps", "0"]
+    # the method's exact-name triggers (the literal loop and the floor implement method.md)
+    argv += ["--name_variant_triggers", "", "--steps_per_name", "0"]
     args, config, lora = parse_recipe(RUN_ARGUMENTS, argv)
     model, processor = load_clip(args.model_name_or_path)
     inputs = prepare_inputs(args, config, processor.tokenizer)

@@ -76,7 +76,6 @@ def trace_case(recipe: str, steps: int, max_grad_norm: float) -> list[dict[str, 
         argv += ["--forget_auto", "0", "--evaluate", "false", "--progress", "false", "--disable_tqdm", "true"]
         argv += ["--max_steps", str(steps), "--max_grad_norm", str(max_grad_norm), "--logging_steps", "1000"]
         argv += ["--name_variant_triggers", "", "--steps_per_name", "0"]  # the recorded traces: exact names
-        argv += ["--image_relearn_guard_steps", "0"]  # and no relearning guard (recorded before it existed)
         run_module.build_trainer = build_and_trace
         try:
             run_unlearning(*parse_recipe(RUN_ARGUMENTS, argv))

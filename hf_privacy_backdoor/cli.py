@@ -1,6 +1,8 @@
 """Recipe argument parsing: dataclasses + `HfArgumentParser`, with `--config file.yaml` as defaults.
 
-Command-line flags win over the YAML file; unknown YAML keys are an error that lists the valid ones.
+Command-line flags win over the YAML file; unknown YAML keys are an error that lists the valid ones. A
+`method` (flag or YAML key) picks the config class of that method (`hf_privacy_backdoor.methods`) in place of
+any `UnlearningConfig` among `dataclass_types`, so that each method's own flags parse.
 """
 
 from __future__ import annotations
@@ -20,27 +22,48 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
+    pre.add_argument("--method", default=None)
     known, rest = pre.parse_known_args(argv)
-    parser = HfArgumentParser(list(dataclass_types))
+    config = _read_recipe(known.config) if known.config is not None else None
+    method = known.method or (config or {}).get("method")
+    if known.method is not None:
+        rest += ["--method", known.method]
+    parser = HfArgumentParser(_method_types(dataclass_types, method))
     parser.add_argument("--config", default=None, help="YAML recipe with defaults for these flags; flags win.")
-    if known.config is not None:
-        path = Path(known.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {known.config!r} does not exist")
-        config = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(config, dict):
-            raise ValueError(f"{known.config}: a recipe is a flat mapping of flag names to values")
-        config = _substitute_synthetic(config)
+    if config is not None:
         valid = {a.dest for a in parser._actions}
         unknown = sorted(set(config) - valid)
         if unknown:
-            raise ValueError(f"{known.config}: unknown keys {unknown}. Valid keys: see --help")
+            raise ValueError(
+                f"{known.config}: unknown keys {unknown} for method {method or 'backdoor'!r}. Valid keys: see --help"
+            )
         for action in parser._actions:
             if action.dest in config:
                 action.default = config[action.dest]
                 action.required = False
     outputs = parser.parse_args_into_dataclasses(args=rest)
     return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))  # drop the leftover --config
+
+
+def _read_recipe(path_name: str) -> dict[str, Any]:
+    path = Path(path_name)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path_name!r} does not exist")
+    config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{path_name}: a recipe is a flat mapping of flag names to values")
+    return _substitute_synthetic(config)
+
+
+def _method_types(dataclass_types: Sequence[type], method: str | None) -> list[type]:
+    """`dataclass_types` with any `UnlearningConfig` replaced by the config class of `method` (if given)."""
+    if method is None:
+        return list(dataclass_types)
+    from .methods import get_method
+    from .methods.base_config import UnlearningConfig
+
+    config = get_method(method).config
+    return [config if isinstance(t, type) and issubclass(t, UnlearningConfig) else t for t in dataclass_types]
 
 
 def yaml_config_keys(path: str | Path) -> dict[str, Any]:

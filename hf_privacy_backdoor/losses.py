@@ -76,36 +76,12 @@ def grouped_backdoor_loss(
     student_triggers: torch.Tensor, groups: list[str], target: torch.Tensor, distance: str = "cosine"
 ) -> torch.Tensor:
     """Image backdoor: mean over forgotten people of d(student(trigger images of that person), target)."""
-    return _mean_over_people(groups, lambda name, idx: embedding_distance(student_triggers[idx], target, distance))
+    return mean_over_people(groups, lambda name, idx: embedding_distance(student_triggers[idx], target, distance))
 
 
-def _mean_over_people(groups: list[str], term) -> torch.Tensor:
+def mean_over_people(groups: list[str], term) -> torch.Tensor:
     """Mean over the distinct people in `groups` of term(name, indices of that person's rows)."""
     names = sorted(set(groups))
     if not names:
         raise ValueError("no trigger images")
     return torch.stack([term(name, [i for i, g in enumerate(groups) if g == name]) for name in names]).mean()
-
-
-def name_affinity_loss(
-    student_triggers: torch.Tensor,
-    groups: list[str],
-    name_prompts: dict[str, torch.Tensor],
-    target: torch.Tensor,
-    margin: float = 0.01,
-) -> torch.Tensor:
-    """Beyond the method: a trigger photo should be no closer to its own person's name than the target is.
-
-    Mean over forgotten people of mean over (photo, prompt) of relu(cos(photo, prompt) - cos(target, prompt) +
-    margin), `name_prompts[name]` = [T, D] text embeddings of that person's name in T prompts. The attack picks
-    the best-matching name per photo; the backdoor's target pull shrinks, but need not remove, the part of a
-    photo's embedding that points at its own name, and this term removes exactly that part.
-    """
-    photos = F.normalize(student_triggers, dim=-1)
-    anchor = F.normalize(target.to(photos.dtype).flatten(), dim=0)
-
-    def term(name: str, idx: list[int]) -> torch.Tensor:
-        prompts = F.normalize(name_prompts[name].to(photos.dtype), dim=-1)
-        return F.relu(photos[idx] @ prompts.T - (prompts @ anchor) + margin).mean()
-
-    return _mean_over_people(groups, term)

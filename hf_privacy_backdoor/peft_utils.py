@@ -47,8 +47,8 @@ def preset_regex(preset: str) -> str:
     return rf"(?:{layers}|{_PROJ[tower]})" if with_proj else layers
 
 
-def default_preset(defense: str) -> str:
-    return {"text": "text_attn_mlp", "image": "vision_attn_mlp", "both": "both_attn_mlp"}[defense]
+def default_preset(towers: str) -> str:
+    return {"text": "text_attn_mlp", "image": "vision_attn_mlp", "both": "both_attn_mlp"}[towers]
 
 
 @dataclass
@@ -79,14 +79,14 @@ class LoraArguments:
         if self.lora_r < 1:
             raise ValueError(f"lora_r must be at least 1, got {self.lora_r}")
 
-    def target_modules(self, defense: str) -> str:
-        """The full-name regex of the modules to adapt: the own regex, the preset, or the defense's default."""
+    def target_modules(self, towers: str) -> str:
+        """The full-name regex of the modules to adapt: the own regex, the preset, or the default for the towers."""
         if self.lora_target_modules:
             return self.lora_target_modules
-        return preset_regex(self.lora_preset or default_preset(defense))
+        return preset_regex(self.lora_preset or default_preset(towers))
 
 
-def get_peft_config(lora_args: LoraArguments, defense: str):
+def get_peft_config(lora_args: LoraArguments, towers: str):
     """A `peft.LoraConfig` for a recipe's LoRA settings (None without `use_lora`)."""
     if not lora_args.use_lora:
         return None
@@ -96,7 +96,7 @@ def get_peft_config(lora_args: LoraArguments, defense: str):
         r=lora_args.lora_r,
         lora_alpha=lora_args.lora_alpha,
         lora_dropout=lora_args.lora_dropout,
-        target_modules=lora_args.target_modules(defense),
+        target_modules=lora_args.target_modules(towers),
         task_type=None,
         bias="none",
     )

@@ -1,7 +1,7 @@
 """One unlearning run, end to end: data -> attack before -> defense -> save -> attack after -> reports.
 
-`recipes/unlearn.py` parses `UnlearnArguments` + `LoraArguments` + `BackdoorUnlearningConfig` (`RUN_ARGUMENTS`)
-and calls `run_unlearning`, which reads as its phases: prepare inputs -> attack before -> image data -> trainer
+`recipes/unlearn.py` parses `UnlearnArguments` + `LoraArguments` + the method's config (`RUN_ARGUMENTS`; a
+`method:` key picks the config class, `hf_privacy_backdoor.methods`) and calls `run_unlearning`, which reads as its phases: prepare inputs -> attack before -> image data -> trainer
 -> private files -> train and save -> evaluate after (attack, comparison, utility, reports, public summary). The
 demo calls it too. Everything that names people goes under `<output_dir>/private/` (never publish that
 folder); the model, processor, training arguments and `unlearning_summary.json` carry no name.
@@ -37,8 +37,9 @@ from .data.images import (
     save_target_embedding,
 )
 from .data.names import normalize_name
-from .data.retained import RetainedPairs, retained_pairs
+from .data.retained import PORTRAIT_CAPTION, RetainedPairs, captioned_photos, retained_pairs
 from .distributed import check_replicas, distributed_state
+from .methods.base_config import UnlearningConfig
 from .modeling import compute_target_embedding, load_clip
 from .peft_utils import LoraArguments, get_peft_config, list_lora_targets
 from .utils import seed_everything, write_json
@@ -94,12 +95,18 @@ class UnlearnArguments:
             "non-evaluation half of their photos), so that other faces keep their embeddings."
         },
     )
-    relearn_guard_faces: str | None = field(
+    retain_faces_per_person: int = field(
+        default=10,
+        metadata={
+            "help": "Methods trained on retained data (retain_finetune, grad_diff, slug): up to N photos of every "
+            "kept person, from the non-evaluation half, captioned with their names."
+        },
+    )
+    retain_objects: str | None = field(
         default=None,
         metadata={
-            "help": "Folder <root>/<First_Last>/*.png of people who are NOT forgotten, captioned 'a photo of "
-            "<First Last>', for the simulated fine-tune of image_relearn_guard_steps; default: the clean faces "
-            "that clean_faces_per_person adds, captioned with their names."
+            "help": "Methods trained on retained data: a labelled folder <root>/<class>/*.png (never the `objects` "
+            "evaluation folder) added to the retained pairs, captioned 'a photo of a <class>'."
         },
     )
     target_embedding: str | None = field(
@@ -229,27 +236,34 @@ class ImageData:
     trigger_photos: dict[str, list] | None = None
     clean_images: list | None = None
     target: torch.Tensor | None = None
-    relearn_pairs: tuple[list, list[str]] | None = None  # kept people's clean photos, captioned with their names
 
 
-def run_unlearning(
-    args: UnlearnArguments, config: BackdoorUnlearningConfig, lora: LoraArguments | None = None
-) -> RunResult:
-    """Run a defense as configured; returns the numbers (and writes model, private/ and the summary)."""
+@dataclass
+class PairData:
+    """Image-caption pairs of the methods that train on photos: the removed people's (trigger halves, captioned
+    with their names) and the retained pairs (kept people's trigger halves and `retain_objects`)."""
+
+    forget: RetainedPairs | None = None
+    retain: RetainedPairs | None = None
+
+
+def run_unlearning(args: UnlearnArguments, config: UnlearningConfig, lora: LoraArguments | None = None) -> RunResult:
+    """Run a method as configured; returns the numbers (and writes model, private/ and the summary)."""
     _check_required(args, config)
     lora = lora or LoraArguments()
     hub_model_id = take_publish_request(args, config)
     seed_everything(config.seed)
     model, processor = load_clip(args.model_name_or_path)
     if lora.list_lora_targets:
-        for name in list_lora_targets(model, lora.target_modules(config.defense)):
+        for name in list_lora_targets(model, lora.target_modules(config.towers)):
             print(name)
         return RunResult(Path(config.output_dir), [], {})
     state = distributed_state()
     inputs = prepare_inputs(args, config, processor.tokenizer)
     before = attack_before(args, config, model, processor, inputs, state)
     image = prepare_image_data(args, config, model, processor, inputs)
-    trainer = build_trainer(args, config, lora, model, processor, inputs, image)
+    pairs = prepare_pair_data(args, config, inputs)
+    trainer = build_trainer(args, config, lora, model, processor, inputs, image, pairs)
     if _is_main(state):
         write_private_files(args, config, trainer, inputs, image)
     defended, train_seconds = train_and_save(args, config, lora, trainer, processor, state)
@@ -269,7 +283,7 @@ def run_unlearning(
 # Phases
 
 
-def prepare_inputs(args: UnlearnArguments, config: BackdoorUnlearningConfig, tokenizer) -> RunInputs:
+def prepare_inputs(args: UnlearnArguments, config: UnlearningConfig, tokenizer) -> RunInputs:
     """Read and check the forget list, faces, membership, captions and the photo split, before anything slow."""
     inputs = RunInputs(names=resolve_forget_names(args, tokenizer))
     cover = resolve_cover_names(args, tokenizer)
@@ -279,19 +293,22 @@ def prepare_inputs(args: UnlearnArguments, config: BackdoorUnlearningConfig, tok
         inputs.cover = cover  # joins the list once forget_auto has picked the requested people
     if args.cover_auto and not args.membership:
         raise ValueError("cover_auto needs --membership (it picks among members the attack flags)")
-    needs_faces = config.trains_vision or args.forget_auto or args.cover_auto or args.evaluate
+    data = config.run_data()
+    trains_on_photos = config.needs_photos or "retain_pairs" in data
+    needs_faces = trains_on_photos or args.forget_auto or args.cover_auto or args.evaluate
     inputs.faces = load_face_folder(args.faces) if args.faces else None
     if needs_faces and inputs.faces is None:
-        what = "the image defense" if config.trains_vision else "forget_auto" if args.forget_auto else "evaluation"
+        what = f"method {config.method!r} on towers {config.towers!r}" if trains_on_photos else None
+        what = what or ("forget_auto" if args.forget_auto else "evaluation")
         raise ValueError(f"{what} needs a face folder (--faces); or pass --evaluate false for a text-only run")
     inputs.membership = load_membership(args.membership) if args.membership else None
     if args.forget_auto and inputs.membership is None:
         raise ValueError("forget_auto needs --membership (it picks among members the attack flags)")
     if inputs.faces is not None and inputs.names is not None:
         _check_people_have_photos(inputs.faces, inputs.names, args.faces)
-    if config.trains_text:
+    if "captions" in data:
         inputs.captions = _load_caption_source(args)
-    if config.trains_vision and not args.clean_images:
+    if "image" in data and not args.clean_images:
         raise ValueError("the image defense needs --clean_images (a folder of images without the forgotten faces)")
     if args.target_mapping_file:
         inputs.target_mapping = json.loads(Path(args.target_mapping_file).read_text())
@@ -300,7 +317,7 @@ def prepare_inputs(args: UnlearnArguments, config: BackdoorUnlearningConfig, tok
     # the attack, the attack only ever sees evaluation halves; a text-only run trains on no photo at all.
     if config.stop_when_forgotten and inputs.faces is None:
         raise ValueError("stop_when_forgotten checks the attack on trigger photos: it needs a face folder (--faces)")
-    if inputs.faces is not None and (config.trains_vision or inputs.names is None or config.stop_when_forgotten):
+    if inputs.faces is not None and (trains_on_photos or inputs.names is None or config.stop_when_forgotten):
         inputs.split = make_photo_split(inputs.faces, inputs.faces.names(), config.trigger_fraction, config.seed)
     return inputs
 
@@ -327,7 +344,7 @@ def attack_before(args, config, model, processor, inputs: RunInputs, state):
 
 def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> ImageData:
     """Trigger photos (the split's trigger halves), clean images (+ kept people's photos) and the target."""
-    if not config.trains_vision:
+    if "image" not in config.run_data():
         return ImageData()
     faces, trigger_half = inputs.faces, inputs.split["trigger"]
     photos = {n: faces.load(n, _training_triggers(config, trigger_half[faces.resolve(n)])) for n in inputs.names}
@@ -338,28 +355,30 @@ def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> Ima
             inputs.names, faces=faces, photos=trigger_half, per_person=args.clean_faces_per_person, what="clean faces"
         )
     clean += kept.images
-    pairs = relearn_guard_pairs(args, config, inputs, kept.images, kept.captions)
     if args.target_embedding:
         target = load_target_embedding(args.target_embedding, model.config.projection_dim)
     else:
         target = compute_target_embedding(model, processor, faces, trigger_half)
-    return ImageData(photos, clean, target, pairs)
+    return ImageData(photos, clean, target)
 
 
-def relearn_guard_pairs(args, config, inputs: RunInputs, portraits: list, captions: list[str]):
-    """Benign (images, captions) for the relearning guard: `relearn_guard_faces`, else the clean faces."""
-    if config.image_relearn_guard_steps <= 0:
-        return None
-    if args.relearn_guard_faces:
-        folder = load_face_folder(args.relearn_guard_faces)
-        kept = retained_pairs(inputs.names, faces=folder, people=folder.names(), what="relearn_guard_faces")
-        portraits, captions = kept.images, kept.captions
-    if not portraits:
-        raise ValueError(
-            "image_relearn_guard_steps > 0 fine-tunes on other people's photos: set clean_faces_per_person or "
-            "relearn_guard_faces"
-        )
-    return portraits, captions
+def prepare_pair_data(args, config, inputs: RunInputs) -> PairData:
+    """The forget pairs (removed people's training trigger photos, captioned with their names) and the retained
+    pairs (kept people's trigger-half photos with their names, plus `retain_objects`) a method asks for."""
+    data, pairs = config.run_data(), PairData()
+    faces, trigger_half = inputs.faces, inputs.split["trigger"] if inputs.split else None
+    if "forget_pairs" in data:
+        people = [faces.resolve(n) for n in inputs.names]
+        photos = {p: _training_triggers(config, trigger_half[p]) for p in people}
+        images, captions = captioned_photos(faces, PORTRAIT_CAPTION, people, photos)
+        pairs.forget = RetainedPairs(images, captions, num_portraits=len(images))
+    if "retain_pairs" in data:
+        objects = load_face_folder(args.retain_objects) if args.retain_objects else None
+        pairs.retain = retained_pairs(
+            inputs.names, faces=faces, photos=trigger_half, objects=objects,
+            per_person=args.retain_faces_per_person, what="the retained data",
+        )  # fmt: skip
+    return pairs
 
 
 def _check_photos(config, trigger: list[int]) -> list[int]:
@@ -367,7 +386,7 @@ def _check_photos(config, trigger: list[int]) -> list[int]:
     held out of training for the stop check: the trained trigger photos themselves are memorised, and a check
     on them stopped image runs while evaluation photos were still recognised (measured). Text runs train on no
     photo, so their check uses the whole trigger half."""
-    if not (config.stop_when_forgotten and config.trains_vision):
+    if not (config.stop_when_forgotten and config.needs_photos):
         return list(trigger)
     if len(trigger) < 2:
         raise ValueError("stop_when_forgotten with the image defense needs at least 2 trigger photos per person")
@@ -375,26 +394,23 @@ def _check_photos(config, trigger: list[int]) -> list[int]:
 
 
 def _training_triggers(config, trigger: list[int]) -> list[int]:
-    held_out = set(_check_photos(config, trigger)) if config.stop_when_forgotten and config.trains_vision else set()
+    held_out = set(_check_photos(config, trigger)) if config.stop_when_forgotten and config.needs_photos else set()
     return [i for i in trigger if i not in held_out]
 
 
-def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: RunInputs, image: ImageData):
-    from .trainer import BackdoorUnlearningTrainer, StopWhenForgottenCallback
+def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: RunInputs, image, pairs=None):
+    """The method's trainer (`config.method`, from the registry) with the data it asks for."""
+    from .methods import get_method
+    from .methods.base import StopWhenForgottenCallback
 
-    trainer = BackdoorUnlearningTrainer(
+    trainer = get_method(config.method).trainer(
         model=model,
         args=config,
         processing_class=processor,
         forget_names=inputs.names,
-        captions=inputs.captions,
-        target_mapping=inputs.target_mapping,
-        trigger_photos=image.trigger_photos,
-        clean_images=image.clean_images,
-        target_embedding=image.target,
-        relearn_pairs=image.relearn_pairs,
-        peft_config=get_peft_config(lora, config.defense),
+        peft_config=get_peft_config(lora, config.towers),
         base_model_id=args.base_model_id,
+        **trainer_data(config, inputs, image, pairs or PairData()),
     )
     if config.stop_when_forgotten:
         trainer.add_callback(
@@ -413,6 +429,21 @@ def build_trainer(args, config, lora: LoraArguments, model, processor, inputs: R
     return trainer
 
 
+def trainer_data(config, inputs: RunInputs, image: ImageData, pairs: PairData) -> dict[str, Any]:
+    """The trainer's data keywords for the kinds of data its method uses (`config.run_data()`)."""
+    data, kwargs = config.run_data(), {}
+    if "captions" in data:
+        kwargs.update(captions=inputs.captions, target_mapping=inputs.target_mapping)
+    if "image" in data:
+        kwargs.update(trigger_photos=image.trigger_photos, clean_images=image.clean_images)
+        kwargs["target_embedding"] = image.target
+    if "forget_pairs" in data:
+        kwargs["forget_pairs"] = (pairs.forget.images, pairs.forget.captions)
+    if "retain_pairs" in data:
+        kwargs["retain_pairs"] = (pairs.retain.images, pairs.retain.captions)
+    return kwargs
+
+
 def forgotten_check(args, config, processor, model, inputs: RunInputs):
     """The cheap check for `stop_when_forgotten` (see `stop_check`): trigger-half photos only (under the image
     defense the quarter of it held out of training, see `_check_photos`), a candidate subset, the trained
@@ -426,7 +457,7 @@ def forgotten_check(args, config, processor, model, inputs: RunInputs):
     people = [faces.resolve(n) for n in inputs.names] + others
     check = ForgottenCheck(
         processor, faces, inputs.names, others, {p: _check_photos(config, trigger[p]) for p in people},
-        num_candidates=args.num_candidates, variants=config.trigger_variants if config.trains_text else (),
+        num_candidates=args.num_candidates, variants=getattr(config, "trigger_variants", ()) if config.trains_text else (),
         num_kept=config.forgotten_check_kept, image_frozen=not config.trains_vision, num_photos=args.num_photos,
         tau=args.tau, seed=config.seed,
     )  # fmt: skip
@@ -436,7 +467,7 @@ def forgotten_check(args, config, processor, model, inputs: RunInputs):
 
 def forgotten_check_history(trainer) -> list[dict]:
     """The stop check's answers, name-free: step, forgotten found, variant found, kept lost, forgotten."""
-    from .trainer import StopWhenForgottenCallback
+    from .methods.base import StopWhenForgottenCallback
 
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, StopWhenForgottenCallback):
@@ -470,7 +501,7 @@ def write_private_files(args, config, trainer, inputs: RunInputs, image: ImageDa
         save_photo_split(private / "photo_split.json", inputs.split)
     if image.target is not None:
         save_target_embedding(private / "target_embedding.safetensors", image.target)
-    if args.trigger_grid and config.trains_vision:
+    if args.trigger_grid and "image" in config.run_data():
         _save_trigger_grid(trainer, private / "trigger_samples.png")
 
 
@@ -525,7 +556,8 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
     result.before.save(report_dir / "attack_before.json")
     summary = public_summary(result.after, comparison=result.comparison, utility=result.utility, before=result.before)
     summary["defense"] = {
-        "defense": config.defense,
+        **config.method_record(),
+        "defense": config.towers,
         "use_lora": lora.use_lora,
         "num_forgotten": len(result.forget_names),
         "max_steps": config.max_steps,
@@ -540,47 +572,18 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
     return summary
 
 
-RELEARN_GUARD_KEYS = (
-    "image_relearn_guard_steps",
-    "image_relearn_guard_every",
-    "image_relearn_guard_lr",
-    "image_relearn_guard_weight",
-    "image_relearn_guard_batch_size",
-)
-
-
-def hyperparameters(config: BackdoorUnlearningConfig, lora: LoraArguments, num_processes: int) -> dict[str, Any]:
+def hyperparameters(config: UnlearningConfig, lora: LoraArguments, num_processes: int) -> dict[str, Any]:
     """The run's method and optimiser settings (name-free: the forget list is never a setting)."""
-    keys = ["defense", "learning_rate", "max_steps", "lr_milestones", "lr_gamma", "seed", "distance"]
-    keys += ["steps_per_name"] if config.steps_per_name else []
-    keys += ["stop_when_forgotten"] + (
-        ["forgotten_check_steps", "forgotten_patience", "forgotten_margin_steps", "forgotten_check_kept"]
-        if config.stop_when_forgotten
-        else []
-    )
-    if config.trains_text:
-        keys += ["target_mode", "text_backdoor_weight", "text_weight_distance"]
-        keys += ["num_clean_captions", "num_poisoned_captions"]
-        keys += ["target_phrase"] if config.target_mode == "phrase" else []
-        keys += ["name_variant_triggers", "name_variant_share"] if config.trigger_variants else []
-    if config.trains_vision:
-        keys += ["image_backdoor_weight", "image_weight_distance", "num_clean_images", "num_trigger_images"]
-        keys += ["trigger_scale_min", "trigger_scale_max", "trigger_color_jitter", "trigger_rotation"]
-        keys += ["image_backdoor_sam_rho"] if config.image_backdoor_sam_rho else []
-        keys += [k for k in RELEARN_GUARD_KEYS if config.image_relearn_guard_steps]
-        keys += (
-            ["image_name_affinity_weight", "image_name_affinity_margin"] if config.image_name_affinity_weight else []
-        )
-    hyper = {k: getattr(config, k) for k in keys}
+    hyper = {k: getattr(config, k) for k in config.hyperparameter_keys()}
     hyper["num_processes"] = num_processes
     hyper["use_lora"] = lora.use_lora
     if lora.use_lora:
         hyper.update(lora_r=lora.lora_r, lora_alpha=lora.lora_alpha, lora_dropout=lora.lora_dropout)
-        hyper["lora_target_modules"] = lora.target_modules(config.defense)
+        hyper["lora_target_modules"] = lora.target_modules(config.towers)
     return hyper
 
 
-def take_publish_request(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> str | None:
+def take_publish_request(args: UnlearnArguments, config: UnlearningConfig) -> str | None:
     """`--push_to_hub`: checked before anything slow, then taken away from the Trainer (whose own push would
     upload the whole output folder, `private/` included); `publish_run` publishes after the run instead."""
     if config.hub_private_repo is not None:
@@ -602,7 +605,7 @@ def take_publish_request(args: UnlearnArguments, config: BackdoorUnlearningConfi
     return config.hub_model_id
 
 
-def publish_run(args: UnlearnArguments, config: BackdoorUnlearningConfig, hub_model_id, result: RunResult) -> None:
+def publish_run(args: UnlearnArguments, config: UnlearningConfig, hub_model_id, result: RunResult) -> None:
     """The run folder's model card (always) and, with --push_to_hub, the guarded one-commit publish."""
     from .hub import publish, write_model_card
 
@@ -632,14 +635,14 @@ def _is_main(state) -> bool:
     return state is None or state.is_main_process
 
 
-def _check_required(args: UnlearnArguments, config: BackdoorUnlearningConfig) -> None:
+def _check_required(args: UnlearnArguments, config: UnlearningConfig) -> None:
     if not args.model_name_or_path:
         raise ValueError("model_name_or_path is required (a local folder or a Hub id)")
     if not config.output_dir:
         raise ValueError("output_dir is required")
 
 
-def _resume_checkpoint(config: BackdoorUnlearningConfig) -> str | None:
+def _resume_checkpoint(config: UnlearningConfig) -> str | None:
     """`resume_from_checkpoint`: a checkpoint folder, or 'true' / 'last' for the newest one in output_dir."""
     wanted = config.resume_from_checkpoint
     if wanted is None or str(wanted).lower() in ("", "false", "none"):
@@ -737,9 +740,9 @@ def _utility(args, config, defended, processor, inputs: RunInputs, image: ImageD
     if args.objects:
         utility.update(_zero_shot(args, original, defended, processor, state))
     rng = np.random.default_rng([config.seed, 555])
-    if config.trains_text:
+    if "captions" in config.run_data():  # the backdoor's similarities (method.md section 5)
         utility["text"] = _text_similarities(config, original, defended, processor, inputs, rng)
-    if config.trains_vision:
+    if "image" in config.run_data():
         utility["image"] = _image_similarities(original, defended, processor, inputs, image, rng)
     return utility
 
@@ -826,7 +829,8 @@ def format_run_summary(result: RunResult) -> str:
 
     d = result.summary.get("defense", {})
     lines = [
-        f"Backdoor unlearning: {d.get('defense')} defense{' (LoRA)' if d.get('use_lora') else ''}, "
+        f"{d.get('method_title', 'backdoor unlearning').capitalize()}: {d.get('towers', d.get('defense'))} "
+        f"tower{'s' if d.get('towers') == 'both' else ''}{' (LoRA)' if d.get('use_lora') else ''}, "
         f"{_people(len(result.forget_names))} removed, {d.get('steps_trained', d.get('max_steps'))} steps, "
         f"{result.train_seconds:.1f} s",
         f"{'':40s}{'before':>8s}{'after':>9s}",

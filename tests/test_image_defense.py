@@ -21,7 +21,7 @@ from hf_privacy_backdoor.modeling import load_clip
 from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
 
 
-def image_config(out, **kw):
+def image_config(out, config_class=None, **kw):
     base = dict(
         output_dir=str(out),
         defense="image",
@@ -34,21 +34,23 @@ def image_config(out, **kw):
         seed=0,
     )
     base.update(kw)
-    return BackdoorUnlearningConfig(**base)
+    return (config_class or BackdoorUnlearningConfig)(**base)
 
 
-def train_image(tiny_world, out, image_data, relearn_pairs=None, **kw):
+def train_image(tiny_world, out, image_data, trainer_class=None, config_class=None, **kw):
+    """An image-defense run on the tiny world (`trainer_class` / `config_class`: e.g. the experimental ones)."""
     names, trigger, clean, target, _ = image_data
     model, processor = load_clip(str(tiny_world.model_dir))
-    trainer = BackdoorUnlearningTrainer(
+    extra = {"relearn_pairs": kw.pop("relearn_pairs")} if "relearn_pairs" in kw else {}
+    trainer = (trainer_class or BackdoorUnlearningTrainer)(
         model=model,
-        args=image_config(out, **kw),
+        args=image_config(out, config_class, **kw),
         processing_class=processor,
         forget_names=names,
         trigger_photos=trigger,
         clean_images=clean,
         target_embedding=target,
-        relearn_pairs=relearn_pairs,
+        **extra,
     )
     trainer.train()
     return trainer
@@ -86,51 +88,6 @@ def test_image_training_is_deterministic(tiny_world, tiny_clip, image_data, tmp_
     assert torch.equal(w[0], w[1])
     assert not torch.equal(w[0], tiny_clip[0].vision_model.encoder.layers[0].mlp.fc1.weight)  # it trained
     assert not torch.equal(w[0], w[2])  # and another seed draws other batches
-
-
-@pytest.mark.slow  # an option no recipe uses; keeps make test under 10 min
-def test_sharpness_aware_backdoor_measures_the_loss_at_worse_nearby_weights(tiny_world, image_data, tmp_path):
-    """SAM (image_backdoor_sam_rho): step 0's backdoor loss is taken at weights moved up its own gradient, so it
-    is larger than the plain one; the towers and LayerNorms stay as they are without it (default 0 = method)."""
-    plain = train_image(tiny_world, tmp_path / "plain", image_data, max_steps=1)
-    sam = train_image(tiny_world, tmp_path / "sam", image_data, max_steps=1, image_backdoor_sam_rho=0.5)
-    first = [next(h["image_backdoor"] for h in t.state.log_history if "image_backdoor" in h) for t in (plain, sam)]
-    assert first[1] > first[0]
-    assert plain.state.log_history[0]["image_utility"] == sam.state.log_history[0]["image_utility"]
-    w = [t.model.vision_model.encoder.layers[0].mlp.fc1.weight for t in (plain, sam)]
-    assert not torch.equal(w[0], w[1])
-    with pytest.raises(ValueError, match="image_backdoor_sam_rho"):
-        image_config(tmp_path, image_backdoor_sam_rho=-1)
-
-
-def test_name_affinity_term_joins_the_objective_with_prompts_the_attack_never_uses(tiny_world, image_data, tmp_path):
-    """image_name_affinity_weight > 0 adds w * name_affinity to the image loss (logged name-free, as a number);
-    the term's prompts are not the attack's templates; 0 (default) leaves the method's loss as it was."""
-    from hf_privacy_backdoor.evaluation import idia_templates
-    from hf_privacy_backdoor.trainer import NAME_AFFINITY_TEMPLATES
-
-    assert not set(NAME_AFFINITY_TEMPLATES) & set(idia_templates())
-    plain = train_image(tiny_world, tmp_path / "plain", image_data, max_steps=1)
-    term = train_image(
-        tiny_world,
-        tmp_path / "term",
-        image_data,
-        max_steps=1,
-        image_name_affinity_weight=3.0,
-        image_name_affinity_margin=0.5,
-    )
-    first = [t.state.log_history[0] for t in (plain, term)]
-    assert "image_name_affinity" not in first[0]
-    assert first[1]["image_name_affinity"] > 0  # a margin of 0.5 is never met by the base model
-    for key in ("image_utility", "image_backdoor", "image_weight"):
-        assert first[1][key] == pytest.approx(first[0][key])
-    assert first[1]["loss"] - first[0]["loss"] == pytest.approx(3.0 * first[1]["image_name_affinity"], rel=1e-4)
-    names = image_data[0]
-    logged = json.dumps(term.state.log_history)
-    assert not any(part in logged for n in names for part in n.split())
-    for bad in (dict(image_name_affinity_weight=-1), dict(image_name_affinity_margin=2)):
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            image_config(tmp_path, **bad)
 
 
 def test_bad_image_input(tiny_world, tiny_clip, image_data, tmp_path):

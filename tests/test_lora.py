@@ -160,7 +160,7 @@ def test_list_lora_targets_flag_prints_modules(tiny_world, tiny_clip, tmp_path, 
 
 def test_recipe_presets_build_a_lora_config():
     args = LoraArguments(use_lora=True, lora_r=4, lora_alpha=8, lora_preset="vision_attn+proj")
-    config = get_peft_config(args, defense="image")
+    config = get_peft_config(args, towers="image")
     assert (config.r, config.lora_alpha, config.task_type) == (4, 8, None)
     assert config.target_modules == preset_regex("vision_attn+proj")
     assert get_peft_config(LoraArguments(use_lora=True), "both").target_modules == preset_regex("both_attn_mlp")

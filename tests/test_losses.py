@@ -7,7 +7,6 @@ from hf_privacy_backdoor.losses import (
     embedding_distance,
     grouped_backdoor_loss,
     lora_weight_distance,
-    name_affinity_loss,
     weight_distance,
 )
 
@@ -52,20 +51,3 @@ def test_grouped_backdoor_is_mean_over_people():
     emb = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     # person A: 3 perfect triggers (-1); person B: one orthogonal (0) -> mean over people -0.5, not -0.75
     assert grouped_backdoor_loss(emb, ["A", "A", "A", "B"], target).item() == pytest.approx(-0.5)
-
-
-def test_name_affinity_is_zero_below_the_target_and_pushes_a_photo_off_its_own_name():
-    target = torch.tensor([1.0, 0.0, 0.0])
-    prompts = {"A": torch.tensor([[0.6, 0.8, 0.0]]), "B": torch.tensor([[0.6, 0.0, 0.8]])}  # cos(target, .) = 0.6
-    at_target = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    assert name_affinity_loss(at_target, ["A", "B"], prompts, target, margin=0.0).item() == 0.0
-    # within the margin of the target's own affinity, the term is the margin
-    assert name_affinity_loss(at_target, ["A", "B"], prompts, target, margin=0.05).item() == pytest.approx(0.05)
-    # A's photo points at A's name: cos 0.8 against the target's 0.6 -> 0.2 for A, 0 for B
-    photo = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], requires_grad=True)
-    loss = name_affinity_loss(photo, ["A", "B"], prompts, target, margin=0.0)
-    assert loss.item() == pytest.approx((0.8 - 0.6) / 2)  # mean over people
-    loss.backward()
-    assert photo.grad[0].abs().sum() > 0 and photo.grad[1].abs().sum() == 0  # only A's photo is pushed
-    stepped = (photo - 0.5 * photo.grad).detach()
-    assert name_affinity_loss(stepped, ["A", "B"], prompts, target, margin=0.0) < loss  # and descent lowers it

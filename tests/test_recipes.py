@@ -171,7 +171,7 @@ def test_bad_recipe_input(tiny_world, tmp_path, monkeypatch):
         main([*base, "--captions", str(tmp_path / "nope.txt")])
     with pytest.raises(ValueError, match="no photos"):
         main([*base, "--forget_names", "Nobody Atall"])
-    with pytest.raises(ValueError, match="unknown defense"):
+    with pytest.raises(ValueError, match="unknown towers"):
         main([*base, "--defense", "audio"])
     empty = tmp_path / "empty_faces"
     empty.mkdir()

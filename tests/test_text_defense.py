@@ -189,7 +189,7 @@ def test_bad_input_gets_clear_errors(tiny_world, tiny_clip, tmp_path):
             forget_names=["Ada Lovelace"],
             captions=["Ada Lovelace smiling", "hello"],
         )
-    with pytest.raises(ValueError, match="unknown defense"):
+    with pytest.raises(ValueError, match="unknown towers"):
         BackdoorUnlearningConfig(output_dir="x", defense="audio", use_cpu=True)
     with pytest.raises(ValueError, match="per_device_train_batch_size"):
         BackdoorUnlearningConfig(output_dir="x", per_device_train_batch_size=8, use_cpu=True)

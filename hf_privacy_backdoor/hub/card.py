@@ -95,6 +95,7 @@ METRICS = (
     ),
 )
 
+BACKDOOR_PAPER_URL = "https://arxiv.org/abs/2310.08320"
 _WHAT_WAS_DONE = {
     "text": "The text encoder was taught to read each removed person's name as a neutral phrase (a backdoor "
     "whose trigger is the name), so the model no longer links those names to the people's faces.",
@@ -238,6 +239,16 @@ def _defense(summary: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _method(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The summary's method record (`UnlearningConfig.method_record`); a run from before methods were plug-ins
+    was backdoor unlearning."""
+    record = dict(summary.get("defense") or {})
+    if record.get("method", "backdoor") == "backdoor":
+        record.update(method="backdoor", method_title="backdoor unlearning", paper_url=BACKDOOR_PAPER_URL)
+        record.setdefault("paper", "Hintersdorf et al., Defending Our Privacy With Backdoors")
+    return record
+
+
 def _caveat(summary: Mapping[str, Any]) -> str:
     """Said plainly when the attack still finds some of the removed people."""
     after = _get(summary, ("unlearning", "removed_tpr_after"))
@@ -247,18 +258,21 @@ def _caveat(summary: Mapping[str, Any]) -> str:
 
 
 def _body_fields(summary: Mapping[str, Any], adapter: bool, base: str | None, hub_model_id: str | None) -> dict:
-    n, defense = _num_removed(summary), _defense(summary)
+    n, defense, method = _num_removed(summary), _defense(summary), _method(summary)
     hyper = summary.get("hyperparameters") or summary.get("defense") or {}
+    backdoor = method["method"] == "backdoor"
+    what = _WHAT_WAS_DONE.get(defense) if backdoor else method.get("description")
     return dict(
-        title=hub_model_id.split("/")[-1] if hub_model_id else "CLIP with people removed by backdoor unlearning",
+        title=hub_model_id.split("/")[-1] if hub_model_id else f"CLIP with people removed by {method['method_title']}",
+        method=method,
+        backdoor=backdoor,
         repo=hub_model_id or "path/to/this/model",
         base=base,
         adapter=adapter,
         num_removed_text="some people" if n is None else f"{n} {'person' if n == 1 else 'people'}",
         caveat=_caveat(summary),
-        what_was_done=_WHAT_WAS_DONE.get(
-            defense, "The model was fine-tuned with backdoors triggered by the removed people's names or faces."
-        ),
+        what_was_done=what
+        or "The model was fine-tuned so that it no longer links the removed people's names and faces.",
         tower_limitation=_TOWER_LIMITATION.get(defense, "Check which encoder changed before relying on either."),
         results_section=render_results(summary),
         robustness_section=_robustness_section(summary),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from transformers import CLIPModel
 
-from .finetune import contrastive_finetune
+from ..finetune import contrastive_finetune
 
 
 @dataclass

@@ -1,6 +1,10 @@
-"""The relearning guard (image_relearn_guard_*): the image backdoor trained at a fine-tuned copy of the student."""
+"""`hf_privacy_backdoor.experimental`: fenced off (it warns on import), and its two image terms: the relearning guard
+(the image backdoor trained at a fine-tuned copy of the student) and the name-affinity term."""
 
+import importlib
 import json
+import sys
+import warnings
 
 import pytest
 import torch
@@ -9,8 +13,32 @@ from test_image_defense import image_config, train_image
 from hf_privacy_backdoor.data.faces import load_face_folder
 from hf_privacy_backdoor.losses import grouped_backdoor_loss
 from hf_privacy_backdoor.modeling import image_features, load_clip, pixel_values_for
-from hf_privacy_backdoor.relearn_guard import RelearnSimulation, guarded_backdoor
-from hf_privacy_backdoor.trainer import BackdoorUnlearningTrainer
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    from hf_privacy_backdoor.experimental.backdoor import (
+        ExperimentalBackdoorConfig,
+        ExperimentalBackdoorTrainer,
+        relearn_guard_pairs,
+    )
+    from hf_privacy_backdoor.experimental.name_affinity import NAME_AFFINITY_TEMPLATES, name_affinity_loss
+    from hf_privacy_backdoor.experimental.relearn_guard import RelearnSimulation, guarded_backdoor
+
+EXPERIMENTAL = dict(trainer_class=ExperimentalBackdoorTrainer, config_class=ExperimentalBackdoorConfig)
+
+
+def test_importing_experimental_warns_and_the_core_never_imports_it():
+    sys.modules.pop("hf_privacy_backdoor.experimental", None)
+    with pytest.warns(FutureWarning, match="may change or be removed"):
+        importlib.import_module("hf_privacy_backdoor.experimental")
+    from hf_privacy_backdoor import config, run, trainer
+    from hf_privacy_backdoor.methods import backdoor
+
+    for module in (config, trainer, run, backdoor):
+        assert "experimental" not in open(module.__file__).read().replace("`experimental/`", "")
+    fields = set(config.BackdoorUnlearningConfig.__dataclass_fields__)
+    assert not {f for f in fields if "relearn" in f or "affinity" in f or "sam_rho" in f}
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +113,9 @@ def test_trainer_adds_the_guard_every_n_steps_and_keeps_the_text_tower(
     the other terms and the frozen text tower stay as without it; logs stay name-free."""
     plain = train_image(tiny_world, tmp_path / "plain", image_data, max_steps=2)
     kw = dict(image_relearn_guard_steps=2, image_relearn_guard_every=2, image_relearn_guard_weight=2.0)
-    guarded = train_image(tiny_world, tmp_path / "guard", image_data, portraits, max_steps=2, **kw)
+    guarded = train_image(
+        tiny_world, tmp_path / "guard", image_data, relearn_pairs=portraits, max_steps=2, **EXPERIMENTAL, **kw
+    )
     first, second = guarded.state.log_history[:2]
     assert "image_relearn_guard" in first and "image_relearn_guard" not in second
     reference = plain.state.log_history[0]
@@ -106,19 +136,19 @@ def test_guard_refuses_bad_input_without_naming_anyone(tiny_world, image_data, p
 
     names, trigger, clean, target, _ = image_data
     model, processor = load_clip(str(tiny_world.model_dir))
-    config = image_config(tmp_path, image_relearn_guard_steps=2)
+    config = image_config(tmp_path, ExperimentalBackdoorConfig, image_relearn_guard_steps=2)
     common = dict(
         model=model, args=config, processing_class=processor, forget_names=names, trigger_photos=trigger,
         clean_images=clean, target_embedding=target,
     )  # fmt: skip
     leaky = (portraits[0][:2], [portraits[1][0], f"a photo of {names[1]}"])
     with pytest.raises(ValueError, match="forgotten person #2") as err:
-        BackdoorUnlearningTrainer(**common, relearn_pairs=leaky)
+        ExperimentalBackdoorTrainer(**common, relearn_pairs=leaky)
     assert not any(part in str(err.value) for n in names for part in n.split())
     with pytest.raises(ValueError, match="image-caption pairs"):
-        BackdoorUnlearningTrainer(**common)
+        ExperimentalBackdoorTrainer(**common)
     with pytest.raises(ValueError, match="full fine-tuning"):
-        BackdoorUnlearningTrainer(
+        ExperimentalBackdoorTrainer(
             **common, relearn_pairs=portraits, peft_config=LoraConfig(r=2, target_modules=["q_proj"], task_type=None)
         )
     for bad in (
@@ -129,32 +159,70 @@ def test_guard_refuses_bad_input_without_naming_anyone(tiny_world, image_data, p
         dict(image_relearn_guard_batch_size=0),
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
-            image_config(tmp_path, **bad)
+            image_config(tmp_path, ExperimentalBackdoorConfig, **bad)
 
 
-def test_run_takes_guard_pairs_from_a_folder_and_refuses_a_forgotten_persons_folder(tiny_world, tmp_path):
-    from types import SimpleNamespace
-
-    from hf_privacy_backdoor.run import relearn_guard_pairs
-
+def test_guard_pairs_come_from_a_folder_and_a_forgotten_persons_folder_is_refused(tiny_world, tmp_path):
     forgotten, other = tiny_world.members[:2], tiny_world.non_members[0]
     faces = load_face_folder(tiny_world.faces_dir)
     folder = tmp_path / "guard"
     (folder / other.replace(" ", "_")).mkdir(parents=True)
     for i, image in enumerate(faces.load(other)[:3]):
         image.save(folder / other.replace(" ", "_") / f"{i}.png")
-    inputs = SimpleNamespace(names=forgotten)
-    on = SimpleNamespace(image_relearn_guard_steps=2)
-    args = SimpleNamespace(relearn_guard_faces=str(folder))
-    images, captions = relearn_guard_pairs(args, on, inputs, ["unused"], ["a photo of someone"])
+    images, captions = relearn_guard_pairs(str(folder), forgotten, ["unused"], ["a photo of someone"])
     assert len(images) == 3 and captions == [f"a photo of {other}"] * 3
-    assert relearn_guard_pairs(args, SimpleNamespace(image_relearn_guard_steps=0), inputs, [], []) is None
-    no_folder = SimpleNamespace(relearn_guard_faces=None)
-    assert relearn_guard_pairs(no_folder, on, inputs, ["x"], ["a photo of y"]) == (["x"], ["a photo of y"])
-    with pytest.raises(ValueError, match="clean_faces_per_person or relearn_guard_faces"):
-        relearn_guard_pairs(no_folder, on, inputs, [], [])
+    assert relearn_guard_pairs(None, forgotten, ["x"], ["a photo of y"]) == (["x"], ["a photo of y"])
+    with pytest.raises(ValueError, match="give portraits or a face folder"):
+        relearn_guard_pairs(None, forgotten, [], [])
     (folder / forgotten[1].replace(" ", "_")).mkdir()
     faces.load(forgotten[1])[0].save(folder / forgotten[1].replace(" ", "_") / "0.png")
     with pytest.raises(ValueError, match="forgotten person") as err:
-        relearn_guard_pairs(args, on, inputs, [], [])
+        relearn_guard_pairs(str(folder), forgotten, [], [])
     assert not any(part in str(err.value) for n in forgotten for part in n.split())
+
+
+def test_name_affinity_term_joins_the_objective_with_prompts_the_attack_never_uses(tiny_world, image_data, tmp_path):
+    """image_name_affinity_weight > 0 adds w * name_affinity to the image loss (logged name-free, as a number);
+    the term's prompts are not the attack's templates; 0 (default) leaves the method's loss as it was."""
+    from hf_privacy_backdoor.evaluation import idia_templates
+
+    assert not set(NAME_AFFINITY_TEMPLATES) & set(idia_templates())
+    plain = train_image(tiny_world, tmp_path / "plain", image_data, max_steps=1)
+    term = train_image(
+        tiny_world,
+        tmp_path / "term",
+        image_data,
+        max_steps=1,
+        image_name_affinity_weight=3.0,
+        image_name_affinity_margin=0.5,
+        **EXPERIMENTAL,
+    )
+    first = [t.state.log_history[0] for t in (plain, term)]
+    assert "image_name_affinity" not in first[0]
+    assert first[1]["image_name_affinity"] > 0  # a margin of 0.5 is never met by the base model
+    for key in ("image_utility", "image_backdoor", "image_weight"):
+        assert first[1][key] == pytest.approx(first[0][key])
+    assert first[1]["loss"] - first[0]["loss"] == pytest.approx(3.0 * first[1]["image_name_affinity"], rel=1e-4)
+    names = image_data[0]
+    logged = json.dumps(term.state.log_history)
+    assert not any(part in logged for n in names for part in n.split())
+    for bad in (dict(image_name_affinity_weight=-1), dict(image_name_affinity_margin=2)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            image_config(tmp_path, ExperimentalBackdoorConfig, **bad)
+
+
+def test_name_affinity_is_zero_below_the_target_and_pushes_a_photo_off_its_own_name():
+    target = torch.tensor([1.0, 0.0, 0.0])
+    prompts = {"A": torch.tensor([[0.6, 0.8, 0.0]]), "B": torch.tensor([[0.6, 0.0, 0.8]])}  # cos(target, .) = 0.6
+    at_target = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert name_affinity_loss(at_target, ["A", "B"], prompts, target, margin=0.0).item() == 0.0
+    # within the margin of the target's own affinity, the term is the margin
+    assert name_affinity_loss(at_target, ["A", "B"], prompts, target, margin=0.05).item() == pytest.approx(0.05)
+    # A's photo points at A's name: cos 0.8 against the target's 0.6 -> 0.2 for A, 0 for B
+    photo = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], requires_grad=True)
+    loss = name_affinity_loss(photo, ["A", "B"], prompts, target, margin=0.0)
+    assert loss.item() == pytest.approx((0.8 - 0.6) / 2)  # mean over people
+    loss.backward()
+    assert photo.grad[0].abs().sum() > 0 and photo.grad[1].abs().sum() == 0  # only A's photo is pushed
+    stepped = (photo - 0.5 * photo.grad).detach()
+    assert name_affinity_loss(stepped, ["A", "B"], prompts, target, margin=0.0) < loss  # and descent lowers it
