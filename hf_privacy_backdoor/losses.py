@@ -85,3 +85,33 @@ def mean_over_people(groups: list[str], term) -> torch.Tensor:
     if not names:
         raise ValueError("no trigger images")
     return torch.stack([term(name, [i for i, g in enumerate(groups) if g == name]) for name in names]).mean()
+
+
+def grouped_contrastive_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    positives: torch.Tensor,
+    logit_scale: torch.Tensor,
+    image_group: torch.Tensor,
+    text_group: torch.Tensor,
+) -> dict[bool, torch.Tensor]:
+    """CLIP's symmetric InfoNCE over one batch, averaged within each group of rows (e.g. forget vs retained pairs).
+
+    `positives[i, u]` is 1 where caption u belongs to image i (soft targets over equal captions);
+    `image_group[i]` / `text_group[u]` (bool) put image i / caption u in a group. Every image and caption is a
+    negative for the others, whatever its group: a forget batch of one person has no negative of its own. Per
+    group g present: (mean over its images of CE(image -> captions) + mean over its captions of
+    CE(caption -> images)) / 2. Returns {group: loss}.
+    """
+    image_embeds = F.normalize(image_embeds, dim=-1)
+    text_embeds = F.normalize(text_embeds, dim=-1)
+    logits = logit_scale.exp() * image_embeds @ text_embeds.t()
+    pos = positives.float()
+    loss_i = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1)
+    loss_t = -(pos / pos.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0)
+    out = {}
+    for group in (True, False):
+        rows, cols = image_group == group, text_group == group
+        if rows.any() and cols.any():
+            out[group] = (loss_i[rows].mean() + loss_t[cols].mean()) / 2
+    return out

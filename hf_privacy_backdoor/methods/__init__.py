@@ -17,6 +17,9 @@ from dataclasses import dataclass
 # name -> (module, config class, trainer class)
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "backdoor": ("backdoor", "BackdoorUnlearningConfig", "BackdoorUnlearningTrainer"),
+    "retain_finetune": ("retain_finetune", "RetainFinetuneConfig", "RetainFinetuneTrainer"),
+    "grad_ascent": ("grad_ascent", "GradAscentConfig", "GradAscentTrainer"),
+    "grad_diff": ("grad_diff", "GradDiffConfig", "GradDiffTrainer"),
 }
 
 

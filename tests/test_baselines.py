@@ -1,0 +1,148 @@
+"""The baselines (retain_finetune, grad_ascent, grad_diff): their loss, runs full and LoRA on either tower, a
+bit-identical resume, the card naming the method, and (slow) two processes training as one."""
+
+import json
+import math
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_resume import KillAfterCheckpoint, Killed
+
+import hf_privacy_backdoor.run as run_module
+from hf_privacy_backdoor.cli import parse_args
+from hf_privacy_backdoor.losses import grouped_contrastive_loss
+from hf_privacy_backdoor.methods import METHODS, get_method
+from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINES = ("retain_finetune", "grad_ascent", "grad_diff")
+
+
+def test_grouped_contrastive_loss_on_a_hand_computed_batch():
+    """Two orthogonal pairs, logit scale 1: every image's own caption has logit 1, the other 0, so each
+    cross-entropy is log(1 + e^-1); a group is the mean of its images' and captions' terms."""
+    embeds = torch.eye(2)
+    positives = torch.eye(2, dtype=torch.bool)
+    group = torch.tensor([True, False])
+    terms = grouped_contrastive_loss(embeds, embeds, positives, torch.tensor(0.0), group, group)
+    assert terms[True].item() == pytest.approx(math.log(1 + math.exp(-1)))
+    assert terms[False].item() == pytest.approx(math.log(1 + math.exp(-1)))
+    # a mismatched forget pair (image 0 embeds like caption 1) costs log(1 + e^1) on image 0's side
+    images = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
+    terms = grouped_contrastive_loss(images, embeds, positives, torch.tensor(0.0), group, torch.tensor([True, False]))
+    assert terms[True].item() == pytest.approx((math.log(1 + math.e) + math.log(2)) / 2)
+    only_forget = grouped_contrastive_loss(embeds, embeds, positives, torch.tensor(0.0), group | True, group | True)
+    assert False not in only_forget
+
+
+@pytest.mark.parametrize(
+    "method, expected", [("grad_ascent", -2.0 * 3.0), ("grad_diff", -2.0 * 3.0 + 0.5 * 5.0), ("retain_finetune", 2.5)]
+)
+def test_each_baseline_combines_its_terms_as_its_paper_does(method, expected):
+    trainer = object.__new__(get_method(method).trainer)
+    trainer.args = SimpleNamespace(forget_weight=2.0, retain_weight=0.5)
+    assert trainer.combine(torch.tensor(3.0), torch.tensor(5.0)).item() == pytest.approx(expected)
+
+
+def _argv(tiny_world, method, out, *extra):
+    os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
+    argv = ["--config", str(ROOT / "recipes" / f"synthetic_{method}.yaml"), "--output_dir", str(out)]
+    argv += ["--forget_names", *tiny_world.members[:2], "--forget_auto", "0", "--evaluate", "false"]
+    argv += ["--progress", "false", "--disable_tqdm", "true", "--max_steps", "3", "--retain_faces_per_person", "2"]
+    argv += ["--num_forget_pairs", "8", "--num_retain_pairs", "8"]
+    return argv + list(extra)
+
+
+@pytest.mark.parametrize("method", BASELINES)
+@pytest.mark.parametrize("towers, lora", [("text", False), ("image", True)])
+def test_a_baseline_trains_only_its_tower_full_or_through_lora(method, towers, lora, tiny_world, tmp_path):
+    result = run_unlearning(*parse_args(RUN_ARGUMENTS, _argv(tiny_world, method, tmp_path, "--towers", towers,
+                                                              "--use_lora", str(lora).lower())))  # fmt: skip
+    assert result.steps_trained == 3
+    base = load_file(str(tiny_world.model_dir / "model.safetensors"))
+    if lora:
+        adapter = load_file(str(tmp_path / "adapter_model.safetensors"))
+        assert adapter and all("vision_model" in k for k in adapter)
+        assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapter.items())  # it moved
+        return
+    after = load_file(str(tmp_path / "model.safetensors"))
+    frozen = [k for k in base if k.startswith(("vision_model.", "visual_projection"))]
+    assert all(torch.equal(base[k], after[k]) for k in frozen)  # the other tower is bit-identical
+    assert not torch.equal(
+        base["text_model.encoder.layers.0.mlp.fc1.weight"], after["text_model.encoder.layers.0.mlp.fc1.weight"]
+    )
+    state = (tmp_path / "private" / "forget_names.txt").read_text()
+    assert tiny_world.members[0] in state  # names live in private/ only
+    for name in ("training_args.bin",):
+        blob = (tmp_path / name).read_bytes()
+        assert not any(part.encode() in blob for n in tiny_world.members[:2] for part in n.split())
+
+
+@pytest.mark.parametrize("method", ["grad_diff"])
+def test_a_resumed_baseline_is_bit_identical_to_an_uninterrupted_one(method, tiny_world, tmp_path, monkeypatch):
+    extra = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3"]
+    run_unlearning(*parse_args(RUN_ARGUMENTS, _argv(tiny_world, method, tmp_path / "one", *extra)))
+    build = run_module.build_trainer
+
+    def build_and_arm(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(KillAfterCheckpoint(3))
+        return trainer
+
+    monkeypatch.setattr(run_module, "build_trainer", build_and_arm)
+    with pytest.raises(Killed):
+        run_unlearning(*parse_args(RUN_ARGUMENTS, _argv(tiny_world, method, tmp_path / "two", *extra)))
+    monkeypatch.setattr(run_module, "build_trainer", build)
+    resume = ["--resume_from_checkpoint", "true"]
+    run_unlearning(*parse_args(RUN_ARGUMENTS, _argv(tiny_world, method, tmp_path / "two", *extra, *resume)))
+    one, two = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("one", "two"))
+    assert all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_the_card_and_summary_name_the_method_its_paper_and_the_data_it_needed():
+    from hf_privacy_backdoor.hub.card import render_model_card
+
+    for method in BASELINES:
+        config = get_method(method).config(output_dir="/tmp/unused", towers="both", use_cpu=True)
+        record = config.method_record()
+        assert record["method"] == method and record["paper_url"].startswith("https://arxiv.org/abs/")
+        summary = {"defense": {**record, "num_forgotten": 2}, "hyperparameters": {"method": method}}
+        text = render_model_card(summary, base_model_id=None, adapter=False).text
+        assert f"removed by {record['method_title']}" in text and record["paper_url"] in text
+        assert record["data_needed"] in text
+    backdoor = get_method("backdoor").config(output_dir="/tmp/unused", use_cpu=True).method_record()
+    assert backdoor["data_needed"] == "the names only"
+    assert "backdoor unlearning" in render_model_card({"defense": backdoor}, base_model_id=None, adapter=False).text
+
+
+def test_every_method_has_a_recipe_that_parses_to_its_config(tiny_world):
+    os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
+    for name in METHODS:
+        recipe = ROOT / "recipes" / f"synthetic_{'text' if name == 'backdoor' else name}.yaml"
+        _, config, _ = parse_args(RUN_ARGUMENTS, ["--config", str(recipe), "--output_dir", "/tmp/unused"])
+        assert config.method == name and isinstance(config, get_method(name).config)
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_args(RUN_ARGUMENTS, ["--method", "magic", "--output_dir", "/tmp/unused"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", BASELINES)
+def test_two_processes_train_a_baseline_as_one(method, tiny_world, tmp_path):
+    from test_distributed import launch
+
+    common = _argv(tiny_world, method, tmp_path, "--max_steps", "4")[2:]
+    common = ["--config", str(ROOT / "recipes" / f"synthetic_{method}.yaml"), *common[2:]]
+    launch([*common, "--output_dir", str(tmp_path / "two")], tiny_world, 2)
+    launch([*common, "--output_dir", str(tmp_path / "one")], tiny_world, 1)
+    info = json.loads((tmp_path / "two" / "private" / "run_info.json").read_text())
+    assert info["num_processes"] == 2 and len(set(info["replica_checksums"])) == 1
+    base = load_file(str(tiny_world.model_dir / "model.safetensors"))
+    one, two = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("one", "two"))
+    diff = sum(((one[k] - two[k]) ** 2).sum() for k in one) ** 0.5
+    update = sum(((one[k] - base[k]) ** 2).sum() for k in one) ** 0.5
+    assert update > 0 and diff / update < 0.1
