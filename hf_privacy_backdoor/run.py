@@ -210,6 +210,7 @@ class RunResult:
     train_seconds: float = 0.0
     steps_trained: int = 0
     forgotten_checks: list[dict] = field(default_factory=list)  # stop_when_forgotten: one entry per check
+    method_details: dict[str, Any] = field(default_factory=dict)  # what a method chose while training (name-free)
 
 
 @dataclass
@@ -270,6 +271,7 @@ def run_unlearning(args: UnlearnArguments, config: UnlearningConfig, lora: LoraA
     result = RunResult(Path(config.output_dir), inputs.names, {}, before=before, train_seconds=train_seconds)
     result.steps_trained = trainer.state.global_step
     result.forgotten_checks = forgotten_check_history(trainer)
+    result.method_details = dict(getattr(trainer, "method_details", {}))
     if args.evaluate:
         evaluate_after(args, config, lora, result, defended, processor, inputs, image, state)
     if _is_main(state):
@@ -566,6 +568,8 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
     }
     if result.forgotten_checks:
         summary["defense"]["forgotten_checks"] = result.forgotten_checks
+    if result.method_details:
+        summary["defense"]["details"] = result.method_details
     summary["hyperparameters"] = hyper
     assert_no_names(summary, list(result.forget_names) + [p.name for p in result.after.people])
     write_json(out / SUMMARY_FILE, summary)

@@ -20,6 +20,7 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "retain_finetune": ("retain_finetune", "RetainFinetuneConfig", "RetainFinetuneTrainer"),
     "grad_ascent": ("grad_ascent", "GradAscentConfig", "GradAscentTrainer"),
     "grad_diff": ("grad_diff", "GradDiffConfig", "GradDiffTrainer"),
+    "slug": ("slug", "SlugConfig", "SlugTrainer"),
 }
 
 
