@@ -45,6 +45,24 @@ def test_bad_settings_are_errors():
             BackdoorUnlearningConfig(output_dir="x", use_cpu=True, **bad)
 
 
+def test_default_check_settings_scale_with_the_forget_list():
+    """One person: a check at step 15, one pass, 15 more steps (README "Time to forget": the same result as 75
+    steps); two or more: every 10 steps, 2 passes in a row, 40 more; explicit settings always win."""
+    assert BackdoorUnlearningConfig(output_dir="x", use_cpu=True).resolve_stop_check(1) == (15, 1, 15)
+    assert BackdoorUnlearningConfig(output_dir="x", use_cpu=True).resolve_stop_check(2) == (10, 2, 40)
+    assert BackdoorUnlearningConfig(output_dir="x", use_cpu=True).resolve_stop_check(32) == (10, 2, 40)
+    mine = BackdoorUnlearningConfig(output_dir="x", use_cpu=True, forgotten_margin_steps=5, forgotten_patience=3)
+    assert mine.resolve_stop_check(1) == (15, 3, 5)
+
+
+def test_one_person_with_default_settings_stops_at_30_steps(tiny_world, tmp_path):
+    os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
+    argv = ["--config", str(RECIPE), "--output_dir", str(tmp_path), "--progress", "false", "--disable_tqdm", "true"]
+    argv += ["--forget_auto", "1", "--stop_when_forgotten", "true", "--evaluate", "false", "--num_candidates", "300"]
+    result = run_unlearning(*parse_args(RUN_ARGUMENTS, argv))
+    assert result.steps_trained == 30 and [c["step"] for c in result.forgotten_checks] == [15]
+
+
 def test_text_recipe_stops_early_and_still_forgets(tiny_world, tmp_path):
     os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
     argv = ["--config", str(RECIPE), "--output_dir", str(tmp_path), "--progress", "false", "--disable_tqdm", "true"]
