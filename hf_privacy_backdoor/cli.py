@@ -31,6 +31,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
     parser = HfArgumentParser(_method_types(dataclass_types, method))
     parser.add_argument("--config", default=None, help="YAML recipe with defaults for these flags; flags win.")
     if config is not None:
+        config = _command_line_towers_win(config, rest)
         valid = {a.dest for a in parser._actions}
         unknown = sorted(set(config) - valid)
         if unknown:
@@ -53,6 +54,13 @@ def _read_recipe(path_name: str) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{path_name}: a recipe is a flat mapping of flag names to values")
     return _substitute_synthetic(config)
+
+
+def _command_line_towers_win(config: dict[str, Any], rest: Sequence[str]) -> dict[str, Any]:
+    """`towers` and its alias `defense` are one setting: given on the command line, it replaces the recipe's."""
+    if any(a.split("=")[0] in ("--towers", "--defense") for a in rest):
+        return {k: v for k, v in config.items() if k not in ("towers", "defense")}
+    return config
 
 
 def _method_types(dataclass_types: Sequence[type], method: str | None) -> list[type]:

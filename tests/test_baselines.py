@@ -174,3 +174,14 @@ def test_slug_moves_exactly_one_weight_matrix_of_its_towers_and_refuses_lora(tin
         run_unlearning(*parse_args(RUN_ARGUMENTS, [*argv, "--use_lora", "true", "--output_dir", str(tmp_path / "l")]))
     with pytest.raises(ValueError, match="exactly one step"):
         get_method("slug").config(output_dir="/tmp/unused", max_steps=5, use_cpu=True)
+
+
+def test_towers_is_its_own_axis_and_defense_stays_its_alias(tiny_world):
+    os.environ["SYNTHETIC_DIR"] = str(tiny_world.root)
+    image = ["--config", str(ROOT / "recipes" / "synthetic_image.yaml"), "--output_dir", "/tmp/unused"]
+    assert parse_args(RUN_ARGUMENTS, image)[1].towers == "image"  # the YAML's `defense: image`
+    for flag in ("--towers", "--defense"):  # the command line wins over the recipe, under either name
+        config = parse_args(RUN_ARGUMENTS, [*image, flag, "both"])[1]
+        assert config.towers == config.defense == "both" and config.trains_text and config.trains_vision
+    with pytest.raises(ValueError, match="defense is its alias"):
+        get_method("backdoor").config(output_dir="/tmp/unused", towers="text", defense="image", use_cpu=True)
