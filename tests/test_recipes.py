@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_privacy_backdoor.cli import parse_args
+from hf_privacy_backdoor.cli import parse_args, yaml_config_keys
 from hf_privacy_backdoor.run import RUN_ARGUMENTS
 from hf_privacy_backdoor.run_evaluation import EvaluateArguments
 
@@ -32,8 +32,13 @@ def unlearn_main():
 def test_recipe_yaml_is_valid(path):
     args, config, lora = parse_args(RUN_ARGUMENTS, ["--config", str(path)])
     assert args.model_name_or_path and config.output_dir
-    parts = path.stem.split("_")
-    assert config.defense == next(d for d in ("both", "image", "text") if d in parts)
+    parts, keys = path.stem.split("_"), yaml_config_keys(path)
+    assert config.method == keys.get("method", "backdoor")  # a baseline's recipe names its method
+    assert (
+        config.towers
+        == config.defense
+        == next((d for d in ("both", "image", "text") if d in parts), keys.get("towers"))
+    )
     assert lora.use_lora == ("lora" in parts)
 
 
