@@ -6,8 +6,9 @@ Command-line flags win over the YAML file; unknown YAML keys are an error that l
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         path = Path(known.config)
         if not path.is_file():
             raise FileNotFoundError(f"config file {known.config!r} does not exist")
-        config = yaml.safe_load(path.read_text()) or {}
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         if not isinstance(config, dict):
             raise ValueError(f"{known.config}: a recipe is a flat mapping of flag names to values")
         config = _substitute_synthetic(config)
@@ -41,6 +42,37 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
                 action.required = False
     outputs = parser.parse_args_into_dataclasses(args=rest)
     return tuple(o for o in outputs if not isinstance(o, argparse.Namespace))  # drop the leftover --config
+
+
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, yaml.YAMLError)
+
+
+def run_recipe(main: Callable[[], object]) -> None:
+    """Run a recipe's `main` and exit: 0 on success (or the int it returns), 1 when the Hub did not take a push,
+    2 on a bad input (a missing file or folder, a malformed value, a name with no photos, a refused publish),
+    each as one `error: ...` line on stderr rather than a traceback. HF_PB_VERBOSE=1 shows the traceback."""
+    from .hub import PushFailed
+
+    try:
+        code = main()
+    except PushFailed as err:
+        _fail(err, 1)
+    except USER_ERRORS as err:
+        _fail(err, 2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(err: BaseException, status: int) -> None:
+    if os.environ.get("HF_PB_VERBOSE") == "1":
+        raise err
+    if isinstance(err, KeyError):  # its text is a bare key, which may be a person's name: never echo it
+        message = "an entry was not found (run with HF_PB_VERBOSE=1 to see which; that output may hold names)"
+    elif isinstance(err, yaml.YAMLError):
+        message = f"the recipe is not valid YAML: {err}"
+    else:
+        message = str(err) or type(err).__name__
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
 
 
 def yaml_config_keys(path: str | Path) -> dict[str, Any]:

@@ -686,13 +686,17 @@ def _attack(args, config, model, processor, inputs: RunInputs, state):
 
 def _check_people_have_photos(faces: FaceSource, names: list[str], where: str) -> None:
     missing = []
-    for name in names:
+    for position, name in enumerate(names, start=1):
         try:
             faces.resolve(name)
         except KeyError:
-            missing.append(name)
+            missing.append(f"#{position}")
     if missing:
-        raise ValueError(f"{len(missing)} forgotten name(s) have no photos in {where}: {missing}")
+        raise ValueError(
+            f"forget-list {'entry' if len(missing) == 1 else 'entries'} {', '.join(missing)} (positions from 1) have no photos in {where}: the attack needs "
+            "a folder of photos per person named like the list entry (case, spaces, underscores and accents may "
+            "differ). Check the spelling, or add the photos."
+        )
 
 
 def _load_caption_source(args: UnlearnArguments) -> list[str]:

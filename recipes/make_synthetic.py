@@ -12,7 +12,7 @@ run leaves nothing half-written.
 import time
 from dataclasses import dataclass, field
 
-from hf_privacy_backdoor.cli import parse_args, setup_logging
+from hf_privacy_backdoor.cli import parse_args, run_recipe, setup_logging
 
 
 @dataclass
@@ -58,4 +58,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)  # a bad input: `error: ...` and exit 2
