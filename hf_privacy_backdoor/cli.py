@@ -28,7 +28,7 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         path = Path(known.config)
         if not path.is_file():
             raise FileNotFoundError(f"config file {known.config!r} does not exist")
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        config = _load_yaml(path)
         if not isinstance(config, dict):
             raise ValueError(f"{known.config}: a recipe is a flat mapping of flag names to values")
         config = _substitute_synthetic(config)
@@ -67,12 +67,23 @@ def _fail(err: BaseException, status: int) -> None:
         raise err
     if isinstance(err, KeyError):  # its text is a bare key, which may be a person's name: never echo it
         message = "an entry was not found (run with HF_PB_VERBOSE=1 to see which; that output may hold names)"
-    elif isinstance(err, yaml.YAMLError):
-        message = f"the recipe is not valid YAML: {err}"
     else:
         message = str(err) or type(err).__name__
     print(f"error: {message}", file=sys.stderr)
     sys.exit(status)
+
+
+def _load_yaml(path: Path) -> Any:
+    """A recipe's YAML; a syntax error becomes one line with its position (never the text around it, which may
+    hold a name)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(
+            f"{path} is not valid YAML{where}: {getattr(err, 'problem', None) or 'syntax error'}"
+        ) from None
 
 
 def yaml_config_keys(path: str | Path) -> dict[str, Any]:

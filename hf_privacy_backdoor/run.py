@@ -142,7 +142,10 @@ def resolve_forget_names(args: UnlearnArguments, tokenizer) -> list[str] | None:
     """Explicit names (list and/or file); None when `forget_auto` is to pick them."""
     names = list(args.forget_names or [])
     if args.forget_names_file:
-        names += read_name_file(args.forget_names_file)
+        from_file = read_name_file(args.forget_names_file)
+        if not from_file:
+            raise ValueError(f"the forget-name file {args.forget_names_file!r} holds no name (one a line; # comments)")
+        names += from_file
     if names and args.forget_auto:
         logger.warning("explicit forget names given: ignoring forget_auto=%d", args.forget_auto)
         args.forget_auto = 0
