@@ -142,16 +142,16 @@ def _json_unescape(text: str) -> str:
 
 def _anchors(name: str) -> set[bytes]:
     """Raw byte forms (ASCII-lowered, like the searched bytes) of a part that every searched order holds (the
-    first or the last, whichever is longer): its longest ASCII run as written, its normal form and, if it has
-    other letters, it as written in three cases and two compositions; each in every encoding, JSON-escaped and
-    URL-encoded. Binary data is only decoded around them."""
+    first or the last, whichever is longer): its longest ASCII run as written (4 letters or more), its normal form
+    and, if it has other letters, it as written in three cases and two compositions; each in every encoding,
+    JSON-escaped and URL-encoded. Binary data is only decoded around them."""
     segments = name_segments(name)
     part = max((segments[0], segments[-1]), key=lambda p: len(normal_form(p)))
     written = unicodedata.normalize("NFC", part).casefold()
     normal = normal_form(part).replace(" ", "")
     texts = {normal, normal.upper(), normal.title()} if not normal.isascii() else {normal}
-    if ascii_runs := re.findall(r"[a-z0-9]+", written):
-        texts.add(max(ascii_runs, key=len))
+    if (ascii_runs := re.findall(r"[a-z0-9]+", written)) and len(longest_run := max(ascii_runs, key=len)) >= 4:
+        texts.add(longest_run)  # "Nuñez" where the list has "Núñez"; a shorter run would hit binary noise often
     if not written.isascii():
         texts |= {
             unicodedata.normalize(f, c) for c in (written, written.upper(), written.title()) for f in ("NFC", "NFD")
