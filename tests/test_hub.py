@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hub_server import FakeHub
 from safetensors.torch import load_file, save_file
+from test_guard import SPELLINGS, spell
 
 from hf_privacy_backdoor.data.captions import read_name_file
 from hf_privacy_backdoor.hub import PublishError, publish, render_model_card, scan_for_names
@@ -554,26 +555,34 @@ def _with_realistic_names(full_run: Path, tmp_path: Path) -> Path:
     return run
 
 
-@pytest.mark.parametrize(
-    "spelling, person",
-    [
-        ("Anne-Marie Dupont-Aignan", 0),
-        ("zoe_nunez", 1),
-        ("Siobhan O\u2019Brien", 2),
-        ("ИВАНОВ, Дмитрий", 3),
-        ("maria-jose-garcia-perez", 4),
-    ],
-)
-def test_dry_run_refuses_realistic_names_in_staged_files(full_run, tmp_path, spelling, person):
-    run = _with_realistic_names(full_run, tmp_path)
-    names = forget_names(run)
-    assert publish(run, FULL_REPO, BASE_ID, dry_run=True, preview_dir=tmp_path / "clean").files  # clean: accepted
-    config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    (run / "config.json").write_text(json.dumps({**config, "note": spelling}), encoding="utf-8")  # \u escapes
+@pytest.fixture(scope="module")
+def realistic_run(full_run, tmp_path_factory):
+    return _with_realistic_names(full_run, tmp_path_factory.mktemp("realistic"))
+
+
+@pytest.mark.parametrize("how", SPELLINGS)
+@pytest.mark.parametrize("person", [0, 1, 2], ids=["hyphenated", "accented", "apostrophe"])
+def test_dry_run_refuses_every_spelling_of_realistic_names(realistic_run, tmp_path, how, person):
+    names = forget_names(realistic_run)
+    run = Path(shutil.copytree(realistic_run, tmp_path / "run"))
+    spelling = spell(REALISTIC[person], how)
+    if isinstance(spelling, bytes):  # UTF-16: inside the weights
+        with open(run / "model.safetensors", "ab") as f:
+            f.write(spelling)
+        where = "model.safetensors"
+    else:  # a JSON value (non-ASCII as \u escapes) in a staged text file
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        (run / "config.json").write_text(json.dumps({**config, "note": spelling}), encoding="utf-8")
+        where = "config.json"
     message = _refusal(run, preview_dir=tmp_path / "preview")
-    assert f"entry #{names.index(REALISTIC[person]) + 1} of the forget list appears in config.json" in message
+    assert f"entry #{names.index(REALISTIC[person]) + 1} of the forget list appears in {where}" in message
     assert_name_free(message, names)
     assert not (tmp_path / "preview").exists()
+
+
+def test_dry_run_accepts_the_clean_folder_of_realistic_names(realistic_run, tmp_path):
+    result = publish(realistic_run, FULL_REPO, BASE_ID, dry_run=True, preview_dir=tmp_path / "preview")
+    assert "model.safetensors" in result.files and (tmp_path / "preview" / "README.md").is_file()
 
 
 def test_realistic_names_at_every_exit_are_refused_with_nothing_received(hub, full_run, tmp_path, tmp_path_factory):

@@ -14,7 +14,7 @@ is found inside a longer run of letters too.
 
 What is scanned: every string that is sent (staged paths, repo id, branch, commit message, PR title) and every
 staged file. A text file (UTF-8, or UTF-16 with a byte-order mark) is read whole, and also with its JSON escapes
-(`\\u00e9`, `\\n`), URL-encoding (`%C3%A9`) and HTML entities decoded. Any other file is read as raw bytes in
+(`\\u00e9`, `\\n`, JSON inside JSON too), URL-encoding (`%C3%A9`) and HTML entities decoded. Any other file is read as raw bytes in
 overlapping chunks: where a name's longest part appears (as written on the list or in the normal form, in UTF-8,
 UTF-16 LE/BE, JSON-escaped or URL-encoded), the bytes around it are decoded every way above and matched in the
 normal form, so names inside binary files (weights, pickles) are found too.
@@ -119,15 +119,17 @@ def _text_hits(text: str, needles: Sequence[_Needle], skip: set[int] = frozenset
 
 
 def decoded_forms(text: str) -> list[str]:
-    """`text` as written, and with its JSON escapes, URL-encoding and HTML entities decoded (each once)."""
+    """`text` as written, and with its URL-encoding, JSON escapes (up to three levels: JSON inside JSON) and HTML
+    entities decoded."""
     forms = [text]
     if "%" in text:
         forms.append(unquote(text, errors="replace"))
     for form in list(forms):
-        if "\\" in form:
-            forms.append(_json_unescape(form))
-        if "&" in form:
-            forms.append(html.unescape(form))
+        for _ in range(3):
+            if "\\" not in form or (unescaped := _json_unescape(form)) == form:
+                break
+            forms.append(form := unescaped)
+    forms += [html.unescape(form) for form in forms if "&" in form]
     return forms
 
 
