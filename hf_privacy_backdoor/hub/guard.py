@@ -14,13 +14,16 @@ is found inside a longer run of letters too.
 
 What is scanned: every string that is sent (staged paths, repo id, branch, commit message, PR title) and every
 staged file. A text file (UTF-8, or UTF-16 with a byte-order mark) is read whole, and also with its JSON escapes
-(`\\u00e9`, `\\n`, JSON inside JSON too), URL-encoding (`%C3%A9`) and HTML entities decoded. Any other file is read as raw bytes in
-overlapping chunks: where a name's longest part appears (as written on the list or in the normal form, in UTF-8,
-UTF-16 LE/BE, JSON-escaped or URL-encoded), the bytes around it are decoded every way above and matched in the
-normal form, so names inside binary files (weights, pickles) are found too.
+(`\\u00e9`, `\\n`; JSON inside JSON too), URL-encoding (`%C3%A9`) and HTML entities decoded. Any other file is
+read as raw bytes in overlapping chunks: where the name's first or last part appears (as written on the list or
+in the normal form; in UTF-8, UTF-16 LE/BE, JSON-escaped or URL-encoded), the bytes around it are decoded every
+way above and matched in the normal form, so names inside binary files (weights, pickles) are found too; there a
+name of 6 letters or more is found even where binary noise next to it decodes as letters, a shorter one only
+standing apart.
 
 What it does not catch: initials ("A. Lovelace"), nicknames, a first or last name alone, transliterations into
-another script, misspellings, and names written with letters spaced out inside binary data. Add such spellings to
+another script, misspellings and, inside binary data only, letters spaced out or a spelling with more accents than
+the list's ("Zoë" where the list has "Zoe"). Add such spellings to
 the forget list (one a line) and the guard scans for them too. A hit says where and which entry of the forget list
 (its 1-based position), never the name itself.
 """
