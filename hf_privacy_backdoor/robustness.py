@@ -49,6 +49,7 @@ from .evaluation import AttackResult, TextEmbeddings, compare_results, compute_t
 from .evaluation.report import assert_no_names
 from .finetune import contrastive_finetune
 from .modeling import encode_images, load_clip, pixel_values_for
+from .run_folder import ROBUSTNESS_JSON, ROBUSTNESS_MD, RunFiles
 from .utils import write_json
 
 
@@ -62,7 +63,6 @@ ROLES = ("defended", "base", "retrained")
 FORMAT_VERSION = 1
 MEMBER = "member"
 PRIVATE_KEYS = ("people", "ranks")  # per-person entries: private report only
-SUMMARY_FILE = "unlearning_summary.json"
 _FULL = dict(
     variants=list(VARIANTS),
     relearn_steps=[50, 200],
@@ -199,7 +199,7 @@ class RunFolder:
 
     @property
     def private(self) -> Path:
-        return self.path / "private"
+        return RunFiles(self.path).private
 
     @property
     def forgotten(self) -> list[str]:
@@ -209,26 +209,14 @@ class RunFolder:
 
 def load_run_folder(run_dir: str | Path, config: RobustnessConfig) -> RunFolder:
     """Read and check a run folder: its model, private/ (forget list, photo split, report settings)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise FileNotFoundError(f"run folder {str(path)!r} does not exist")
-    private = path / "private"
-    if not private.is_dir():
-        raise FileNotFoundError(
-            f"{str(path)!r} has no private/ folder: the probes need the run's forget list and photo split, which "
-            "stay on the machine that trained the model (a published model folder has none)"
-        )
-    adapter = (path / "adapter_config.json").is_file()
-    if not adapter and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{str(path)!r} holds no model (config.json) and no LoRA adapter")
-    names = _read_forget_list(private / "forget_names.txt")
-    cover_file = private / "cover_names.txt"
-    cover = _read_forget_list(cover_file) if cover_file.is_file() else []
+    files = RunFiles(run_dir)
+    files.check()
+    names = files.forget_names()
+    cover = files.cover_names()
     if not {normalize_name(c) for c in cover} <= {normalize_name(n) for n in names}:
-        raise ValueError(f"{str(cover_file)!r} lists people who are not on the run's forget list")
+        raise ValueError(f"{str(files.cover_file)!r} lists people who are not on the run's forget list")
     names = [n for n in names if normalize_name(n) not in {normalize_name(c) for c in cover}]
-    report = private / "report" / "report.json"
-    settings = json.loads(report.read_text()).get("settings", {}) if report.is_file() else {}
+    settings = files.report_settings()
 
     def setting(flag: str, key: str, required: bool = True):
         value = getattr(config, flag) if getattr(config, flag) is not None else settings.get(key)
@@ -239,9 +227,9 @@ def load_run_folder(run_dir: str | Path, config: RobustnessConfig) -> RunFolder:
     faces = load_face_folder(setting("faces", "faces"))
     membership_file = setting("membership", "membership", required=False)
     seed = int(setting("seed", "seed", required=False) or 0)
-    split, source = _photo_split(private / "photo_split.json", faces, seed)
+    split, source = _photo_split(files, faces, seed)
     return RunFolder(
-        path=path,
+        path=files.root,
         removed=_resolve_removed(faces, names),
         cover=_resolve_removed(faces, cover) if cover else [],
         settings=settings,
@@ -250,21 +238,12 @@ def load_run_folder(run_dir: str | Path, config: RobustnessConfig) -> RunFolder:
         membership=load_membership(membership_file) if membership_file else None,
         split=split,
         split_source=source,
-        adapter=adapter,
+        adapter=files.is_adapter,
         num_photos=int(setting("num_photos", "num_photos", required=False) or 20),
         tau=int(setting("tau", "tau", required=False) or 1),
         num_candidates=int(setting("num_candidates", "num_candidates", required=False) or 1000),
         seed=seed,
     )
-
-
-def _read_forget_list(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"the run's forget list {str(path)!r} is missing: nothing to probe for")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if not names:
-        raise ValueError(f"the run's forget list {str(path)!r} is empty")
-    return names
 
 
 def _resolve_removed(faces: FaceSource, names: Sequence[str]) -> list[str]:
@@ -277,13 +256,11 @@ def _resolve_removed(faces: FaceSource, names: Sequence[str]) -> list[str]:
     return resolved
 
 
-def _photo_split(path: Path, faces: FaceSource, seed: int) -> tuple[dict[str, Any], str]:
+def _photo_split(files: RunFiles, faces: FaceSource, seed: int) -> tuple[dict[str, Any], str]:
     """The run's trigger/evaluation split; a text run with an explicit forget list has none: make one."""
-    if path.is_file():
-        split = json.loads(path.read_text())
-        if not isinstance(split.get("eval"), dict):
-            raise ValueError(f"{str(path)!r} is not a photo split (no 'eval' mapping)")
-        return {"trigger": split.get("trigger", {}), "eval": split["eval"]}, "run"
+    split = files.photo_split()
+    if split is not None:
+        return split, "run"
     split = make_photo_split(faces, faces.names(), 0.5, seed)
     return {"trigger": split["trigger"], "eval": split["eval"]}, "made here"
 
@@ -918,12 +895,12 @@ def public_settings(ctx: ProbeContext) -> dict[str, Any]:
 
 def write_robustness(run: RunFolder, report: RobustnessReport) -> None:
     """`private/report/robustness.{json,md}` (with names) and the `robustness` section of the public summary."""
-    report_dir = run.private / "report"
-    report_dir.mkdir(parents=True, exist_ok=True)
+    files = RunFiles(run.path)
+    files.report_dir.mkdir(parents=True, exist_ok=True)
     public = report.public()
-    write_json(report_dir / "robustness.json", report.to_dict())
-    (report_dir / "robustness.md").write_text(format_markdown(report))
-    summary_path = run.path / SUMMARY_FILE
+    write_json(files.report_dir / ROBUSTNESS_JSON, report.to_dict())
+    (files.report_dir / ROBUSTNESS_MD).write_text(format_markdown(report))
+    summary_path = files.summary_file
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     summary["robustness"] = public
     assert_no_names(summary, report.removed + report.names)
