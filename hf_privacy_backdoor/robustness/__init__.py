@@ -21,7 +21,7 @@ world without the removed people ("never saw them", the gold standard). Per-pers
 `<run>/private/report/robustness.{json,md}`; name-free aggregates to the `robustness` section of
 `<run>/unlearning_summary.json`.
 
-Layout: `config` (what to probe), `runs` (reading the run folder back), `context` (the models under test and the
+Layout: `config` (what to probe), `loading` (reading the run folder back), `context` (the models under test and the
 attack shared by every probe), `probes/` (one module per probe, over `registry`), `reference` (the retrained
 reference), `runner` (`run_robustness`), `report` (results, report files, tables). Adding a probe is one module in
 `probes/` that defines `PROBE = Probe(...)` plus its name in `registry.BUILTIN`; a probe defined elsewhere joins
@@ -32,6 +32,7 @@ from ..data.names import name_variant
 from . import probes as _probes  # noqa: F401  (registers the built-in probes)
 from .config import PRECISION_MODES, PRECISIONS, RELEARN_PORTRAITS, RobustnessConfig
 from .context import MEMBER, ProbeContext, Subject, attack, attack_stats, make_context, make_subject
+from .loading import RunFolder, load_defended, load_run_folder
 from .probes.collateral import base_list_attack, probe_collateral
 from .probes.exposure import (
     EXPOSURE_LABELS,
@@ -63,7 +64,6 @@ from .report import (
     write_robustness,
 )
 from .runner import probe_subject, public_settings, run_robustness
-from .runs import RunFolder, load_defended, load_run_folder
 
 
 __all__ = [

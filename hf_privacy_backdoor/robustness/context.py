@@ -14,7 +14,7 @@ from transformers import CLIPModel, CLIPProcessor
 
 from ..data.names import generate_candidate_names
 from ..evaluation import AttackResult, TextEmbeddings, compute_text_embeddings, run_idia
-from .runs import RunFolder
+from .loading import RunFolder
 
 
 if TYPE_CHECKING:

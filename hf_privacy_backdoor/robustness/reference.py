@@ -13,7 +13,7 @@ from typing import Any
 
 from ..data.names import normalize_name
 from ..utils import write_json
-from .runs import RunFolder
+from .loading import RunFolder
 
 
 logger = logging.getLogger(__name__)

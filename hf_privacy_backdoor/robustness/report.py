@@ -13,9 +13,9 @@ from ..evaluation.report import assert_no_names
 from ..run_folder import ROBUSTNESS_JSON, ROBUSTNESS_MD, RunFiles
 from ..utils import write_json
 from .formatting import fmt, pair
+from .loading import RunFolder
 from .probes.exposure import most_exposed
 from .registry import PROBES, Row
-from .runs import RunFolder
 
 
 ROLES = ("defended", "base", "retrained")

@@ -10,10 +10,10 @@ from typing import Any
 from ..modeling import load_clip
 from .config import RobustnessConfig
 from .context import ProbeContext, Subject, attack_stats, log, make_context, make_subject
+from .loading import load_defended, load_run_folder
 from .reference import build_retrained_reference
 from .registry import PROBES
 from .report import ROLES, RobustnessReport, write_robustness
-from .runs import load_defended, load_run_folder
 
 
 def run_robustness(
