@@ -91,6 +91,7 @@ def run_cell(cell: dict) -> dict:
     from hf_privacy_backdoor.cli import parse_args as parse_recipe
     from hf_privacy_backdoor.robustness import RobustnessConfig, run_robustness
     from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
+    from hf_privacy_backdoor.run_folder import RunFiles
     from hf_privacy_backdoor.synthetic import get_or_build_synthetic
 
     world = get_or_build_synthetic(progress=False)
@@ -116,7 +117,7 @@ def run_cell(cell: dict) -> dict:
             progress=False,
         )
         public = run_robustness(out, config, write=True).public()
-        summary = json.loads((Path(out) / "unlearning_summary.json").read_text())
+        summary = json.loads(RunFiles(out).summary_file.read_text())
     row = {k: cell[k] for k in ("defense", "setting", "removed", "seed")}
     row.update({f"run_{k}": v for k, v in cell_numbers(summary).items() if k != "misses"})
     roles = ("defended", "base", "retrained") if cell["ends"] else ("defended",)  # base: exact attack only otherwise

@@ -11,7 +11,6 @@ still holds after the fine-tune. The simulated fine-tune never updates the stude
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from transformers import CLIPModel
 
-from .modeling import image_features, text_features, tokenize
+from .finetune import contrastive_finetune
 
 
 @dataclass
@@ -43,27 +42,10 @@ class RelearnSimulation:
 
     def finetuned_copy(self, clip: CLIPModel, tokenizer, step: int) -> CLIPModel:
         """A copy of `clip` after the simulated fine-tune (seeded by the training step: reproducible)."""
-        from .synthetic.pretrain import contrastive_loss
-
-        model = copy.deepcopy(clip).float()
-        model.requires_grad_(True)
-        model.logit_scale.requires_grad_(False)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=self.lr, weight_decay=0)
         rng = np.random.default_rng([self.seed, 4243, step])
-        device = next(clip.parameters()).device
-        size = min(self.batch_size, len(self.captions))
-        for _ in range(self.steps):
-            idx = rng.choice(len(self.captions), size=size, replace=False)
-            captions = [self.captions[i] for i in idx]
-            unique = list(dict.fromkeys(captions))
-            positives = torch.tensor([[c == u for u in unique] for c in captions], device=device)
-            text = text_features(model, **tokenize(tokenizer, unique, device))
-            images = image_features(model, self.pixels[torch.from_numpy(idx)].to(device))
-            loss = contrastive_loss(images, text, positives, model.logit_scale)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        settings = dict(lr=self.lr, steps=self.steps, rng=rng, batch_size=self.batch_size)
+        tuned = contrastive_finetune(clip, tokenizer, self.pixels, self.captions, **settings)
+        [(_, model, _)] = tuned  # one checkpoint, the last step (runs the generator to its end)
         return model
 
 

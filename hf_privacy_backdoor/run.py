@@ -37,16 +37,28 @@ from .data.images import (
     save_target_embedding,
 )
 from .data.names import normalize_name
+from .data.retained import RetainedPairs, retained_pairs
 from .distributed import check_replicas, distributed_state
 from .modeling import compute_target_embedding, load_clip
 from .peft_utils import LoraArguments, get_peft_config, list_lora_targets
+from .run_folder import (
+    ATTACK_BEFORE_FILE,
+    COVER_FILE,
+    FORGET_FILE,
+    PHOTO_SPLIT_FILE,
+    PRIVATE_DIR,
+    PRIVATE_README,
+    PRIVATE_README_TEXT,
+    REPORT_DIR,
+    RUN_INFO_FILE,
+    SUMMARY_FILE,
+    TARGET_EMBEDDING_FILE,
+    TRIGGER_GRID_FILE,
+)
 from .utils import seed_everything, write_json
 
 
 logger = logging.getLogger(__name__)
-
-PRIVATE_DIR = "private"
-SUMMARY_FILE = "unlearning_summary.json"
 
 
 @dataclass
@@ -334,16 +346,13 @@ def prepare_image_data(args, config, model, processor, inputs: RunInputs) -> Ima
     faces, trigger_half = inputs.faces, inputs.split["trigger"]
     photos = {n: faces.load(n, _training_triggers(config, trigger_half[faces.resolve(n)])) for n in inputs.names}
     clean = load_image_folder(args.clean_images, args.clean_image_limit)
-    portraits, captions = [], []
-    if args.clean_faces_per_person > 0:
-        forgotten = {faces.resolve(n) for n in inputs.names}
-        for person in faces.names():
-            if person not in forgotten:  # never an evaluation photo: the split's other half
-                loaded = faces.load(person, trigger_half[person][: args.clean_faces_per_person])
-                portraits += loaded
-                captions += [f"a photo of {person.replace('_', ' ')}"] * len(loaded)
-    clean += portraits
-    pairs = relearn_guard_pairs(args, config, inputs, portraits, captions)
+    kept = RetainedPairs([], [])
+    if args.clean_faces_per_person > 0:  # never an evaluation photo: the split's other half
+        kept = retained_pairs(
+            inputs.names, faces=faces, photos=trigger_half, per_person=args.clean_faces_per_person, what="clean faces"
+        )
+    clean += kept.images
+    pairs = relearn_guard_pairs(args, config, inputs, kept.images, kept.captions)
     if args.target_embedding:
         target = load_target_embedding(args.target_embedding, model.config.projection_dim)
     else:
@@ -357,14 +366,8 @@ def relearn_guard_pairs(args, config, inputs: RunInputs, portraits: list, captio
         return None
     if args.relearn_guard_faces:
         folder = load_face_folder(args.relearn_guard_faces)
-        forgotten = {normalize_name(n) for n in inputs.names}
-        portraits, captions = [], []
-        for person in folder.names():
-            if normalize_name(person) in forgotten:
-                raise ValueError("relearn_guard_faces has a folder of a forgotten person: remove it")
-            loaded = folder.load(person)
-            portraits += loaded
-            captions += [f"a photo of {person.replace('_', ' ')}"] * len(loaded)
+        kept = retained_pairs(inputs.names, faces=folder, people=folder.names(), what="relearn_guard_faces")
+        portraits, captions = kept.images, kept.captions
     if not portraits:
         raise ValueError(
             "image_relearn_guard_steps > 0 fine-tunes on other people's photos: set clean_faces_per_person or "
@@ -471,18 +474,16 @@ def write_private_files(args, config, trainer, inputs: RunInputs, image: ImageDa
     """`private/`: the names, the photo split, the target embedding and (on request) a trigger preview."""
     private = Path(config.output_dir) / PRIVATE_DIR
     private.mkdir(parents=True, exist_ok=True)
-    (private / "README.txt").write_text(
-        "This folder names the people removed from the model next to it. Never publish it.\n"
-    )
-    (private / "forget_names.txt").write_text("\n".join(inputs.names) + "\n")
+    (private / PRIVATE_README).write_text(PRIVATE_README_TEXT)
+    (private / FORGET_FILE).write_text("\n".join(inputs.names) + "\n")
     if inputs.cover:  # which of them are cover people (the probes measure the others' exposure)
-        (private / "cover_names.txt").write_text("\n".join(inputs.cover) + "\n")
+        (private / COVER_FILE).write_text("\n".join(inputs.cover) + "\n")
     if inputs.split:
-        save_photo_split(private / "photo_split.json", inputs.split)
+        save_photo_split(private / PHOTO_SPLIT_FILE, inputs.split)
     if image.target is not None:
-        save_target_embedding(private / "target_embedding.safetensors", image.target)
+        save_target_embedding(private / TARGET_EMBEDDING_FILE, image.target)
     if args.trigger_grid and config.trains_vision:
-        _save_trigger_grid(trainer, private / "trigger_samples.png")
+        _save_trigger_grid(trainer, private / TRIGGER_GRID_FILE)
 
 
 def train_and_save(args, config, lora: LoraArguments, trainer, processor, state):
@@ -499,7 +500,7 @@ def train_and_save(args, config, lora: LoraArguments, trainer, processor, state)
             "replica_checksums": replicas,
             "train_seconds": round(train_seconds, 2),
         }
-        write_json(out / PRIVATE_DIR / "run_info.json", info)
+        write_json(out / PRIVATE_DIR / RUN_INFO_FILE, info)
     trainer.save_model(str(out))
     defended = trainer.accelerator.unwrap_model(trainer.model)
     if lora.use_lora and args.save_merged and _is_main(state):
@@ -528,12 +529,12 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
     hyper = hyperparameters(config, lora, num_processes)
     settings = {**hyper, "train_seconds": round(result.train_seconds, 1)}
     settings.update({k: v for k, v in asdict(args).items() if k not in ("forget_names", "cover_names")})
-    report_dir = out / PRIVATE_DIR / "report"
+    report_dir = out / PRIVATE_DIR / REPORT_DIR
     write_reports(
         report_dir, result.after, before=result.before, comparison=result.comparison, utility=result.utility,
         settings=settings,
     )  # fmt: skip
-    result.before.save(report_dir / "attack_before.json")
+    result.before.save(report_dir / ATTACK_BEFORE_FILE)
     summary = public_summary(result.after, comparison=result.comparison, utility=result.utility, before=result.before)
     summary["defense"] = {
         "defense": config.defense,
@@ -873,6 +874,6 @@ def format_run_summary(result: RunResult) -> str:
     counts = result.comparison.counts()
     lines.append("people: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
     lines.append(
-        f"model: {result.output_dir}   report with names (private): {result.output_dir / PRIVATE_DIR / 'report'}"
+        f"model: {result.output_dir}   report with names (private): {result.output_dir / PRIVATE_DIR / REPORT_DIR}"
     )
     return "\n".join(lines)

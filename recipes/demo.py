@@ -130,9 +130,10 @@ def run_defense(job: tuple[str, str, bool, list[str]]) -> str:
 
 
 def forget_names(run_dir: Path) -> list[str]:
-    """The run's removed people (private/forget_names.txt), to tell whether two runs share a control."""
-    path = run_dir / "private" / "forget_names.txt"
-    return sorted(path.read_text().splitlines()) if path.is_file() else []
+    """The run's removed people (its private forget list), to tell whether two runs share a control."""
+    from hf_privacy_backdoor.run_folder import RunFiles
+
+    return sorted(RunFiles(run_dir).forget_names_or_empty())
 
 
 def robustness_line(job: tuple[Path, bool]) -> str:
@@ -149,7 +150,7 @@ def robustness_line(job: tuple[Path, bool]) -> str:
 def publish_preview(run_dir: Path, number: int) -> None:
     """A publish dry run of the text-defended model: what would go to the Hub, and the card's results table."""
     from hf_privacy_backdoor.hub import publish, render_results
-    from hf_privacy_backdoor.hub.card import read_summary
+    from hf_privacy_backdoor.run_folder import read_summary
 
     print(f"\n== {number}. Publishing (dry run): recipes/publish.py --output_dir {run_dir} --dry_run true")
     preview = publish(run_dir, DEMO_REPO, DEMO_BASE, license="apache-2.0", dry_run=True)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from hf_privacy_backdoor.cli import parse_args, run_recipe, setup_logging
 from hf_privacy_backdoor.robustness import RobustnessConfig, format_table, run_robustness
+from hf_privacy_backdoor.run_folder import ROBUSTNESS_MD, RunFiles
 
 
 @dataclass
@@ -41,7 +42,7 @@ def main(argv=None):
           f"{public['settings']['seconds']} s)")  # fmt: skip
     print(format_table(public))
     if args.write:
-        print(f"private report (names): {report.run_dir / 'private' / 'report' / 'robustness.md'}")
+        print(f"private report (names): {RunFiles(report.run_dir).report_dir / ROBUSTNESS_MD}")
     return report
 
 

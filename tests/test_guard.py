@@ -146,7 +146,7 @@ def test_forget_list_files_as_people_save_them(tmp_path):
     path.write_bytes(text.encode("utf-8"))
     assert read_name_file(path) == ["Anne-Marie Dupont-Aignan", "Zoë Núñez", "Siobhán O’Brien"]
     path.write_bytes("Zoë Núñez".encode("latin-1"))
-    with pytest.raises(ValueError, match="not UTF-8"):
+    with pytest.raises(ValueError, match="is not UTF-8"):
         read_name_file(path)
 
 

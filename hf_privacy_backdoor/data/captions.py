@@ -27,19 +27,12 @@ TRIGGER_VARIANTS = ("first", "last", "initial_last", "title")
 
 
 def read_name_file(path: str | os.PathLike) -> list[str]:
-    """Names, one a line, as people save such files: UTF-8 with or without a byte-order mark, LF or CRLF line
-    endings, surrounding spaces; blank lines and lines starting with `#` are skipped."""
-    path = Path(path)
-    if not path.is_file():
+    """Names, one a line (`run_folder.read_name_list`: BOM, CRLF, blank lines and `#` comments handled)."""
+    from ..run_folder import read_name_list
+
+    if not Path(path).is_file():
         raise FileNotFoundError(f"forget-name file {str(path)!r} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"forget-name file {str(path)!r} is not UTF-8 text (byte {err.start}): save it as UTF-8"
-        ) from None
-    lines = (line.strip() for line in text.splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
+    return read_name_list(path)
 
 
 def validate_forget_names(names: Sequence[str], tokenizer=None) -> list[str]:

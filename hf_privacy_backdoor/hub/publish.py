@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .card import CARD_FILE, SUMMARY_FILE, as_hub_id, read_summary, render_model_card, update_results
+from ..run_folder import FORGET_FILE, PRIVATE_DIR, SUMMARY_FILE, read_summary
+from .card import CARD_FILE, as_hub_id, render_model_card, update_results
 from .guard import PublishError, PushFailed, redact, refuse_on_names
 
 
 logger = logging.getLogger(__name__)
 
-PRIVATE_DIR = "private"  # run.PRIVATE_DIR: names, photo split, reports. Never published.
-FORGET_FILE = "forget_names.txt"
 PREVIEW_DIR = "publish_preview"
 PROBE_TIMEOUT = 5.0  # seconds: an unreachable Hub is reported quickly, never retried for minutes
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")

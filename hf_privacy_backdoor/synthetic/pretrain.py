@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
 from ..data.names import first_names, read_resource_lines, surnames
+from ..finetune import contrastive_loss
 from ..utils import atomic_directory, cache_root, seed_everything
 from .world import (
     GENERATOR_VERSION,
@@ -217,19 +217,6 @@ class _Pool:
                 captions.append(cap)
                 keys.append(key)
         return np.array(idx), captions, keys
-
-
-def contrastive_loss(
-    image_embeds: torch.Tensor, text_embeds: torch.Tensor, positives: torch.Tensor, logit_scale: torch.Tensor
-) -> torch.Tensor:
-    """Symmetric InfoNCE with soft targets: `positives[i, u]` is 1 where caption u is positive for image i."""
-    image_embeds = F.normalize(image_embeds, dim=-1)
-    text_embeds = F.normalize(text_embeds, dim=-1)
-    logits = logit_scale.exp() * image_embeds @ text_embeds.t()
-    pos = positives.float()
-    loss_i = -(pos / pos.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
-    loss_t = -(pos / pos.sum(0, keepdim=True) * F.log_softmax(logits, dim=0)).sum(0).mean()
-    return (loss_i + loss_t) / 2
 
 
 def pretrain_clip(world: World, output_dir: str | Path, config: PretrainConfig | None = None, progress: bool = True):
