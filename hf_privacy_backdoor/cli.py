@@ -113,14 +113,14 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def synthetic_root() -> str:
-    """The synthetic world's folder: `SYNTHETIC_DIR` if set, else the cached build (built once if missing)."""
-    import os
-
+    """The synthetic world's folder: `SYNTHETIC_DIR` if set, else the cached build of the tier `SYNTHETIC_TIER`
+    names (default "small"; built once if missing)."""
     root = os.environ.get("SYNTHETIC_DIR")
     if not root:
-        from .synthetic import get_or_build_synthetic
+        from .synthetic import PretrainConfig, get_or_build_synthetic
 
-        root = str(get_or_build_synthetic().root)
+        pretrain = PretrainConfig.for_tier(os.environ.get("SYNTHETIC_TIER", "small"))
+        root = str(get_or_build_synthetic(pretrain_config=pretrain).root)
     return root
 
 
