@@ -1,8 +1,9 @@
-"""mkdocs hook: the configuration reference is generated from the recipes' argument dataclasses at build time.
+"""mkdocs hook: pages generated at build time, so that they cannot drift from the code and the results.
 
 `docs/configuration.md` holds the marker `<!-- configuration-reference -->`; this hook replaces it with one table
 per recipe (flag, type, default, help text), read from `dataclasses.fields(...)` of every dataclass the recipe
 parses. A field added to any of them appears on the next build; nothing is written by hand, so nothing drifts.
+`<!-- grid-table -->` becomes the latest forgetting grid from `benchmarks/results/grid.json`.
 `tests/test_docs.py` imports `recipe_arguments` from here to check the README's commands against the same flags.
 """
 
@@ -16,6 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- configuration-reference -->"
+GRID_MARKER = "<!-- grid-table -->"
+GRID_JSON = ROOT / "benchmarks" / "results" / "grid.json"
 
 # recipe file -> names (in the recipe module) of what it passes to `parse_args`, in order
 RECIPES = {
@@ -114,7 +117,29 @@ def configuration_markdown() -> str:
     return "\n".join(parts)
 
 
+def grid_table_markdown(path: Path = GRID_JSON) -> str:
+    """The latest forgetting grid (`bench_grid.py`) as one table: mean over seeds per defense and size."""
+    import json
+
+    data = json.loads(path.read_text())
+    rows = [
+        "| defense | removed | seeds | removed TPR after | kept TPR after | wrongly unlearned % | top-1 before → after "
+        "| steps | train s | misses |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    order = {"text": 0, "image": 1, "both": 2}
+    for a in sorted(data["aggregated"], key=lambda a: (order.get(a["defense"], 9), a["removed"])):
+        rows.append(
+            f"| {a['defense']} | {a['removed']} | {','.join(map(str, a['seeds']))} | {a['removed_tpr_after']:.3f} | "
+            f"{a['kept_tpr_after']:.3f} | {a['wrongfully_unlearned_pct']:.1f} | {a['top1_before']:.3f} → "
+            f"{a['top1_after']:.3f} | {a['steps_trained']:.0f} | {a['train_s']:.0f} | {_cell('; '.join(a['misses']) or 'none')} |"
+        )
+    return "\n".join(rows)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:  # mkdocs hook
     if MARKER in markdown:
-        return markdown.replace(MARKER, configuration_markdown())
+        markdown = markdown.replace(MARKER, configuration_markdown())
+    if GRID_MARKER in markdown:
+        markdown = markdown.replace(GRID_MARKER, grid_table_markdown())
     return markdown
