@@ -90,7 +90,7 @@ def dataclass_table(cls: type) -> tuple[str, list[str]]:
             continue
         ftype = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         help_text = f.metadata.get("help", "")
-        rows.append(f"| `--{f.name}` | `{_cell(ftype)}` | {_cell(_default(f))} | {_cell(help_text)} |")
+        rows.append(f"| `--{f.name}` | {_cell(ftype)} | {_cell(_default(f))} | {_cell(help_text)} |")
     table = "| flag | type | default | help |\n|---|---|---|---|\n" + "\n".join(rows)
     return table, inherited
 
@@ -102,7 +102,8 @@ def configuration_markdown() -> str:
         parts.append(f"Parses {', '.join(f'`{t.__name__}`' for t in types)}; `--config FILE.yaml` gives defaults.\n")
         for cls in types:
             table, inherited = dataclass_table(cls)
-            parts.append(f"### `{cls.__name__}` (`{cls.__module__}`)\n")
+            where = f"recipes/{recipe}" if cls.__module__.startswith("_docs_recipe_") else cls.__module__
+            parts.append(f"### `{cls.__name__}` (`{where}`)\n")
             doc = (cls.__doc__ or "").strip().split("\n\n")[0]
             if doc and not doc.startswith(cls.__name__ + "("):
                 parts.append(" ".join(doc.split()) + "\n")
@@ -123,16 +124,17 @@ def grid_table_markdown(path: Path = GRID_JSON) -> str:
 
     data = json.loads(path.read_text())
     rows = [
-        "| defense | removed | seeds | removed TPR after | kept TPR after | wrongly unlearned % | top-1 before → after "
-        "| steps | train s | misses |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| defense | removed | removed TPR after | kept TPR after | wrongly unlearned % | top-1 change (points) "
+        "| steps | misses |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     order = {"text": 0, "image": 1, "both": 2}
     for a in sorted(data["aggregated"], key=lambda a: (order.get(a["defense"], 9), a["removed"])):
+        change = 100 * (a["top1_after"] - a["top1_before"])
+        misses = _cell("; ".join(a["misses"]) or "none").replace("top-1 drop (points)", "top-1 drop")
         rows.append(
-            f"| {a['defense']} | {a['removed']} | {','.join(map(str, a['seeds']))} | {a['removed_tpr_after']:.3f} | "
-            f"{a['kept_tpr_after']:.3f} | {a['wrongfully_unlearned_pct']:.1f} | {a['top1_before']:.3f} → "
-            f"{a['top1_after']:.3f} | {a['steps_trained']:.0f} | {a['train_s']:.0f} | {_cell('; '.join(a['misses']) or 'none')} |"
+            f"| {a['defense']} | {a['removed']} | {a['removed_tpr_after']:.3f} | {a['kept_tpr_after']:.3f} | "
+            f"{a['wrongfully_unlearned_pct']:.1f} | {change:+.1f} | {a['steps_trained']:.0f} | {misses} |"
         )
     return "\n".join(rows)
 
