@@ -45,10 +45,26 @@ def _recipe_arguments() -> dict[str, tuple[type, ...]]:
     return _hooks().recipe_arguments()
 
 
-def _readme_commands() -> list[str]:
-    """Every shell line of the README's bash code blocks, continuation lines joined."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+def _shell_lines(path: Path) -> list[str]:
+    """Every shell line of a Markdown file's bash code blocks, continuation lines joined."""
+    blocks = re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
     return [line for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def _readme_commands() -> list[str]:
+    return _shell_lines(README)
+
+
+def _recipe_commands(lines: list[str]) -> list[tuple[str, list[str]]]:
+    """(recipe file, its arguments) of every line that runs `recipes/X.py`; a `...` placeholder is dropped."""
+    commands = []
+    for line in lines:
+        argv = shlex.split(line, comments=True)
+        scripts = [i for i, arg in enumerate(argv) if arg.startswith("recipes/") and arg.endswith(".py")]
+        if scripts:
+            args = [arg for arg in argv[scripts[0] + 1 :] if arg != "..."]
+            commands.append((argv[scripts[0]].removeprefix("recipes/"), args))
+    return commands
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -75,20 +91,32 @@ def test_readme_recipe_commands_parse(monkeypatch, tmp_path):
     monkeypatch.setenv("SYNTHETIC_DIR", str(tmp_path))  # `${SYNTHETIC}` without building the world
     recipes = _recipe_arguments()
     checked = 0
-    for line in _readme_commands():
-        argv = shlex.split(line, comments=True)
-        scripts = [i for i, arg in enumerate(argv) if arg.startswith("recipes/") and arg.endswith(".py")]
-        if not scripts:
-            continue
-        script = argv[scripts[0]].removeprefix("recipes/")
+    for script, args in _recipe_commands(_readme_commands()):
         assert script in recipes, f"README runs {script}, which the docs' configuration reference does not cover"
-        args = argv[scripts[0] + 1 :]
         for i, arg in enumerate(args):
             if arg == "--config":
                 assert (ROOT / args[i + 1]).is_file(), f"README's {script} command uses a missing {args[i + 1]}"
         parse_args(recipes[script], args)  # raises on an unknown flag, a bad value or a bad YAML key
         checked += 1
     assert checked >= 2, "the README should show a recipe command and a publish command"
+
+
+def test_docs_recipe_commands_parse(monkeypatch, tmp_path):
+    """Every recipe command on a docs page uses flags its recipe has (paths there are placeholders: a recipe that
+    checks its input folders may refuse them, which is fine; an unknown flag or a bad value is not)."""
+    from hf_privacy_backdoor.cli import parse_args
+
+    monkeypatch.setenv("SYNTHETIC_DIR", str(tmp_path))
+    recipes = _recipe_arguments()
+    lines = [line for page in sorted((ROOT / "docs").rglob("*.md")) for line in _shell_lines(page)]
+    commands = _recipe_commands(lines)
+    assert len(commands) >= 10
+    for script, args in commands:
+        assert script in recipes, f"the docs run {script}, which the configuration reference does not cover"
+        try:
+            parse_args(recipes[script], args)
+        except FileNotFoundError:
+            pass  # a placeholder path (DIR, /data/...): the flags themselves parsed
 
 
 def test_readme_links_exist():
