@@ -42,10 +42,14 @@ def _figure(width: float, height: float):
     return fig
 
 
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    print(f"saved {path.relative_to(ROOT)}")
+    print(f"saved {_shown(path)}")
     return path
 
 
@@ -176,7 +180,7 @@ def snapshot_run(run_dir: Path, out: Path) -> Path:
         "comparison": full["comparison"],
     }
     out.write_text(json.dumps(snapshot, indent=1) + "\n")
-    print(f"saved {out.relative_to(ROOT)}")
+    print(f"saved {_shown(out)}")
     return out
 
 
@@ -193,7 +197,7 @@ def plot_run(snapshot: Path, out: Path) -> Path:
         AttackResult.from_dict(data["before"]),
         Comparison.from_dict(data["comparison"]),
     )
-    print(f"saved {out.relative_to(ROOT)}")
+    print(f"saved {_shown(out)}")
     return out
 
 

@@ -158,6 +158,19 @@ def test_configuration_reference_lists_every_field():
                     assert f"`--{f.name}`" in page, f"{cls.__name__}.{f.name} is missing from the reference"
 
 
+def test_figures_are_drawn_from_the_json_results(tmp_path):
+    """`benchmarks/plot_results.py` redraws every figure the docs show from the committed JSON results."""
+    spec = importlib.util.spec_from_file_location("_plot_results", ROOT / "benchmarks" / "plot_results.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    written = module.main(["--output_dir", str(tmp_path)])
+    names = {p.name for p in written}
+    assert names == {"grid.png", "robustness.png", "correct_templates_demo_text.png"}
+    for name in names:
+        assert (ROOT / "docs" / "assets" / name).is_file(), f"docs/assets/{name} is missing: run make docs-figures"
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The site in a browser
 
