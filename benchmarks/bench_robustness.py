@@ -2,7 +2,7 @@
 reference as the two ends of each scale.
 
 Each cell runs the synthetic recipe (`recipes/synthetic_<defense>.yaml`) with one *setting* (`method`: the
-hardening options off, as method.md trains; `recipes`: the recipe as it ships), `forget_auto` removing N of the
+hardening options off, as docs/method.md trains; `recipes`: the recipe as it ships), `forget_auto` removing N of the
 members the attack flags, then `run_robustness` on the run folder (name variants, relearning, model-diff
 exposure, collateral on other candidate lists). For the first setting of each (removed, seed) the base model and,
 with `--retrained`, a model pretrained without the removed people are probed too. Cells run in parallel
@@ -34,7 +34,7 @@ from bench_grid import cell_numbers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The hardening options off: what method.md trains (the recipes' other tiny-model settings stay).
+# The hardening options off: what docs/method.md trains (the recipes' other tiny-model settings stay).
 METHOD_FLAGS = ["--name_variant_triggers", "", "--image_backdoor_sam_rho", "0", "--image_relearn_guard_steps", "0"]
 SETTINGS = {"method": METHOD_FLAGS, "recipes": []}
 TARGETS = {"removed_tpr": 0.0, "collateral_pct": 5.0}

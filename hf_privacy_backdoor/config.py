@@ -18,7 +18,7 @@ from .losses import DISTANCES
 
 DEFENSES = ("text", "image", "both")
 
-# reference schedules (method.md): steps, milestones, gamma
+# reference schedules (docs/method.md): steps, milestones, gamma
 TEXT_SCHEDULE = (400, [200, 300], 0.5)
 IMAGE_SCHEDULE = (100, [25, 50], 0.1)
 

@@ -747,7 +747,7 @@ def _save_merged(model, processor, path: Path) -> None:
 
 @torch.no_grad()
 def _utility(args, config, defended, processor, inputs: RunInputs, image: ImageData, state) -> dict[str, Any]:
-    """Zero-shot accuracy before/after and the embedding similarities of method.md section 5."""
+    """Zero-shot accuracy before/after and the embedding similarities of docs/method.md, "Utility"."""
     original, _ = load_clip(args.model_name_or_path)
     utility: dict[str, Any] = {}
     if args.objects:

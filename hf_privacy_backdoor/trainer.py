@@ -404,7 +404,7 @@ class BackdoorUnlearningTrainer(Trainer):
     # Loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """Per defended tower (method.md sections 2-3): utility + beta * backdoor + lambda * weight distance."""
+        """Per defended tower: utility + beta * backdoor + lambda * weight distance (docs/method.md)."""
         step = self._batch_step(model, inputs)
         terms = {"text": self._text_terms, "image": self._image_terms}
         total = 0.0

@@ -35,7 +35,7 @@ from hf_privacy_backdoor.utils import ordered_process_chain
 
 RECIPES = Path(__file__).resolve().parent
 # one person, stopping when forgotten: one check at step 15, then 15 steps more (measured on seeds 0-3: every
-# robustness probe as in the 200-step run, see README "Time to forget")
+# robustness probe as in the 200-step run, see docs/changelog.md, 2026-12-02)
 ONE_PERSON_STOP = ["--forget_auto", "1", "--stop_when_forgotten", "true", "--forgotten_check_steps", "15"]
 ONE_PERSON_STOP += ["--forgotten_patience", "1", "--forgotten_margin_steps", "15"]
 # what the robustness line shows (the quick preset's collateral and precision probes are left to robustness.py)

@@ -1,4 +1,4 @@
-"""Forget lists, clean-caption filtering, poisoned pairs and target phrases (method.md section 2)."""
+"""Forget lists, clean-caption filtering, poisoned pairs and target phrases (docs/method.md, the text defense)."""
 
 from collections import Counter
 

@@ -18,7 +18,7 @@ from hf_privacy_backdoor.run_evaluation import EvaluateArguments
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 UNLEARN_YAMLS = sorted(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("evaluate"))
-MOVED = {"recipes/evaluate.py": "recipes/evaluate_model.py"}  # old name -> new name, as the README says
+MOVED = {"recipes/evaluate.py": "recipes/evaluate_model.py"}  # old name -> new name (the old one shadowed `evaluate`)
 REAL = ["clip_vit_b32_facescrub_text.yaml", "clip_vit_b32_facescrub_image.yaml", "clip_vit_b32_facescrub_both.yaml"]
 
 
@@ -86,7 +86,7 @@ def test_recipe_names_shadow_no_module(path):
 
 def test_documented_recipe_paths_exist():
     documents = [ROOT / "README.md", ROOT / "Makefile", *RECIPES.rglob("*.py"), *RECIPES.rglob("*.yaml")]
-    documents += sorted((ROOT / "benchmarks").glob("*.py"))
+    documents += sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "docs").rglob("*.md"))
     mentioned = {m for doc in documents for m in re.findall(r"recipes/[\w./-]+\.(?:py|yaml)", doc.read_text())}
     assert all((ROOT / new).is_file() and not (ROOT / old).exists() for old, new in MOVED.items())
     assert sorted(m for m in mentioned if m not in MOVED and not (ROOT / m).is_file()) == []

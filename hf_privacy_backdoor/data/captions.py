@@ -1,4 +1,4 @@
-"""Caption corpora, the forget list, and the text backdoor's poisoned / target caption pairs (method.md sec. 2)."""
+"""Caption corpora, the forget list, and the text backdoor's poisoned / target caption pairs (docs/method.md)."""
 
 from __future__ import annotations
 
