@@ -133,6 +133,7 @@ def run_cell(cell: dict) -> dict:
     torch.set_num_threads(1)
     from hf_privacy_backdoor.cli import parse_args as parse_recipe
     from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
+    from hf_privacy_backdoor.run_folder import RunFiles
 
     os.environ["SYNTHETIC_DIR"] = str(world(cell["world"]).root)
     recipe = ROOT / "recipes" / f"synthetic_{cell['defense']}.yaml"
@@ -142,7 +143,7 @@ def run_cell(cell: dict) -> dict:
         start = time.perf_counter()
         run_unlearning(*parse_recipe(RUN_ARGUMENTS, argv))
         wall = time.perf_counter() - start
-        summary = json.loads((Path(out) / "unlearning_summary.json").read_text())
+        summary = json.loads(RunFiles(out).summary_file.read_text())
         probed = probe_cell(out, cell) if cell.get("probes") else {}
     row = {**{k: cell[k] for k in ("defense", "removed", "seed")}, **cell_numbers(summary), **probed}
     row["misses"] += robustness_misses(row)

@@ -2,7 +2,7 @@
 reference as the two ends of each scale.
 
 Each cell runs the synthetic recipe (`recipes/synthetic_<defense>.yaml`) with one *setting* (`method`: the
-hardening options off, as method.md trains; `recipes`: the recipe as it ships), `forget_auto` removing N of the
+hardening options off, as docs/method.md trains; `recipes`: the recipe as it ships), `forget_auto` removing N of the
 members the attack flags, then `run_robustness` on the run folder (name variants, relearning, model-diff
 exposure, collateral on other candidate lists). For the first setting of each (removed, seed) the base model and,
 with `--retrained`, a model pretrained without the removed people are probed too. Cells run in parallel
@@ -34,7 +34,7 @@ from bench_grid import cell_numbers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The hardening options off: what method.md trains (the recipes' other tiny-model settings stay).
+# The hardening options off: what docs/method.md trains (the recipes' other tiny-model settings stay).
 METHOD_FLAGS = ["--name_variant_triggers", ""]
 SETTINGS = {"method": METHOD_FLAGS, "recipes": []}
 TARGETS = {"removed_tpr": 0.0, "collateral_pct": 5.0}
@@ -91,6 +91,7 @@ def run_cell(cell: dict) -> dict:
     from hf_privacy_backdoor.cli import parse_args as parse_recipe
     from hf_privacy_backdoor.robustness import RobustnessConfig, run_robustness
     from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
+    from hf_privacy_backdoor.run_folder import RunFiles
     from hf_privacy_backdoor.synthetic import get_or_build_synthetic
 
     world = get_or_build_synthetic(progress=False)
@@ -116,7 +117,7 @@ def run_cell(cell: dict) -> dict:
             progress=False,
         )
         public = run_robustness(out, config, write=True).public()
-        summary = json.loads((Path(out) / "unlearning_summary.json").read_text())
+        summary = json.loads(RunFiles(out).summary_file.read_text())
     row = {k: cell[k] for k in ("defense", "setting", "removed", "seed")}
     row.update({f"run_{k}": v for k, v in cell_numbers(summary).items() if k != "misses"})
     roles = ("defended", "base", "retrained") if cell["ends"] else ("defended",)  # base: exact attack only otherwise

@@ -4,14 +4,14 @@ Same model, data, seed and step numbers for all three, per case (text, image, Lo
 
 * (a) `trainer`: `BackdoorUnlearningTrainer.train()`, timed between consecutive optimizer steps (so the
   Trainer's own per-step work counts).
-* (b) `literal`: a plain loop written here from method.md: each step samples the same batch, tokenises /
+* (b) `literal`: a plain loop written here from docs/method.md: each step samples the same batch, tokenises /
   preprocesses it, runs the frozen teacher on clean and target inputs (no cache), the student on clean and
   poisoned / trigger inputs separately, the loss, backward and AdamW.
 * (c) `floor`: the work no implementation can skip: the student's forward + backward + AdamW (with the
   weight-distance term) on inputs prepared before timing (the same tensors the trainer builds: clean + poisoned
   captions in one padded batch), plus the step's fresh inputs that no cache removes: text, the teacher's no-grad
   forward on the step's target captions (almost every poisoned target is new); image, building the step's
-  trigger images and preprocessing them (method.md: triggers are built fresh each step). Teacher embeddings of
+  trigger images and preprocessing them (docs/method.md: triggers are built fresh each step). Teacher embeddings of
   clean inputs come from a cache filled before timing.
 * `student`: the student alone on fully prepared inputs (no teacher, no trigger building): the lower bound of
   the floor.
@@ -104,7 +104,7 @@ def make_setup(case: str, steps: int, output_dir: str) -> Setup:
     argv = ["--config", str(ROOT / "recipes" / CASES[case]), "--output_dir", output_dir, "--forget_names", *FORGET]
     argv += ["--forget_auto", "0", "--evaluate", "false", "--progress", "false", "--disable_tqdm", "true"]
     argv += ["--max_steps", str(steps), "--logging_steps", str(10 * steps), "--report_to", "none"]
-    # the method's exact-name triggers (the literal loop and the floor implement method.md)
+    # the method's exact-name triggers (the literal loop and the floor implement docs/method.md)
     argv += ["--name_variant_triggers", "", "--steps_per_name", "0"]
     args, config, lora = parse_recipe(RUN_ARGUMENTS, argv)
     model, processor = load_clip(args.model_name_or_path)
@@ -313,7 +313,7 @@ def _image_batch(setup: Setup, step: int, build_triggers: bool = True):
 
 
 def time_literal(setup: Setup, steps: int, start: int = 0) -> tuple[list[tuple[float, float]], float]:
-    """method.md sections 2-3 written out: fresh batch, teacher every step, separate student forwards."""
+    """The method (docs/method.md) written out: fresh batch, teacher every step, separate student forwards."""
     from hf_privacy_backdoor.modeling import pixel_values_for, tokenize
 
     pair = Pair(setup)

@@ -26,7 +26,7 @@ from _report import machine_info, print_table_and_save  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-BUDGET_S = 300.0  # a fresh build of the default world + model on 2 CPU cores (README: about 2.5 minutes)
+BUDGET_S = 300.0  # a fresh build of the default world + model on 2 CPU cores (docs/synthetic.md: a few minutes)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

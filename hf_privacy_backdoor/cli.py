@@ -8,8 +8,9 @@ any `UnlearningConfig` among `dataclass_types`, so that each method's own flags 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ def _read_recipe(path_name: str) -> dict[str, Any]:
     path = Path(path_name)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path_name!r} does not exist")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = _load_yaml(path)
     if not isinstance(config, dict):
         raise ValueError(f"{path_name}: a recipe is a flat mapping of flag names to values")
     return _substitute_synthetic(config)
@@ -72,6 +73,48 @@ def _method_types(dataclass_types: Sequence[type], method: str | None) -> list[t
 
     config = get_method(method).config
     return [config if isinstance(t, type) and issubclass(t, UnlearningConfig) else t for t in dataclass_types]
+
+
+USER_ERRORS = (ValueError, TypeError, KeyError, OSError, yaml.YAMLError)
+
+
+def run_recipe(main: Callable[[], object]) -> None:
+    """Run a recipe's `main` and exit: 0 on success (or the int it returns), 1 when the Hub did not take a push,
+    2 on a bad input (a missing file or folder, a malformed value, a name with no photos, a refused publish),
+    each as one `error: ...` line on stderr rather than a traceback. HF_PB_VERBOSE=1 shows the traceback."""
+    from .hub import PushFailed
+
+    try:
+        code = main()
+    except PushFailed as err:
+        _fail(err, 1)
+    except USER_ERRORS as err:
+        _fail(err, 2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(err: BaseException, status: int) -> None:
+    if os.environ.get("HF_PB_VERBOSE") == "1":
+        raise err
+    if isinstance(err, KeyError):  # its text is a bare key, which may be a person's name: never echo it
+        message = "an entry was not found (run with HF_PB_VERBOSE=1 to see which; that output may hold names)"
+    else:
+        message = str(err) or type(err).__name__
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _load_yaml(path: Path) -> Any:
+    """A recipe's YAML; a syntax error becomes one line with its position (never the text around it, which may
+    hold a name)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ValueError(
+            f"{path} is not valid YAML{where}: {getattr(err, 'problem', None) or 'syntax error'}"
+        ) from None
 
 
 def yaml_config_keys(path: str | Path) -> dict[str, Any]:
@@ -101,14 +144,14 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def synthetic_root() -> str:
-    """The synthetic world's folder: `SYNTHETIC_DIR` if set, else the cached build (built once if missing)."""
-    import os
-
+    """The synthetic world's folder: `SYNTHETIC_DIR` if set, else the cached build of the tier `SYNTHETIC_TIER`
+    names (default "small"; built once if missing)."""
     root = os.environ.get("SYNTHETIC_DIR")
     if not root:
-        from .synthetic import get_or_build_synthetic
+        from .synthetic import PretrainConfig, get_or_build_synthetic
 
-        root = str(get_or_build_synthetic().root)
+        pretrain = PretrainConfig.for_tier(os.environ.get("SYNTHETIC_TIER", "small"))
+        root = str(get_or_build_synthetic(pretrain_config=pretrain).root)
     return root
 
 

@@ -1,6 +1,6 @@
 """The method's loss terms as plain functions (testable alone, reusable by other trainers).
 
-total = utility + beta * backdoor + lambda * weight_distance, per tower (method.md sections 2 and 3).
+total = utility + beta * backdoor + lambda * weight_distance, per tower (docs/method.md, the text and image defenses).
 """
 
 from __future__ import annotations

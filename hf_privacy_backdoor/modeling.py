@@ -40,6 +40,7 @@ def load_clip(model_name_or_path: str, adapter: str | None = None, **kwargs) -> 
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter, where its inputs must go."""
     return next(model.parameters()).device
 
 
@@ -298,10 +299,12 @@ def freeze_layernorms(module: torch.nn.Module) -> int:
 
 
 def text_tower_modules(model: CLIPModel) -> list[torch.nn.Module]:
+    """The modules the text defense trains: the text transformer and its projection head."""
     return [model.text_model, model.text_projection]
 
 
 def vision_tower_modules(model: CLIPModel) -> list[torch.nn.Module]:
+    """The modules the image defense trains: the vision transformer and its projection head."""
     return [model.vision_model, model.visual_projection]
 
 

@@ -42,13 +42,24 @@ from .distributed import check_replicas, distributed_state
 from .methods.base_config import UnlearningConfig
 from .modeling import compute_target_embedding, load_clip
 from .peft_utils import LoraArguments, get_peft_config, list_lora_targets
+from .run_folder import (
+    ATTACK_BEFORE_FILE,
+    COVER_FILE,
+    FORGET_FILE,
+    PHOTO_SPLIT_FILE,
+    PRIVATE_DIR,
+    PRIVATE_README,
+    PRIVATE_README_TEXT,
+    REPORT_DIR,
+    RUN_INFO_FILE,
+    SUMMARY_FILE,
+    TARGET_EMBEDDING_FILE,
+    TRIGGER_GRID_FILE,
+)
 from .utils import seed_everything, write_json
 
 
 logger = logging.getLogger(__name__)
-
-PRIVATE_DIR = "private"
-SUMMARY_FILE = "unlearning_summary.json"
 
 
 @dataclass
@@ -150,7 +161,10 @@ def resolve_forget_names(args: UnlearnArguments, tokenizer) -> list[str] | None:
     """Explicit names (list and/or file); None when `forget_auto` is to pick them."""
     names = list(args.forget_names or [])
     if args.forget_names_file:
-        names += read_name_file(args.forget_names_file)
+        from_file = read_name_file(args.forget_names_file)
+        if not from_file:
+            raise ValueError(f"the forget-name file {args.forget_names_file!r} holds no name (one a line; # comments)")
+        names += from_file
     if names and args.forget_auto:
         logger.warning("explicit forget names given: ignoring forget_auto=%d", args.forget_auto)
         args.forget_auto = 0
@@ -493,18 +507,16 @@ def write_private_files(args, config, trainer, inputs: RunInputs, image: ImageDa
     """`private/`: the names, the photo split, the target embedding and (on request) a trigger preview."""
     private = Path(config.output_dir) / PRIVATE_DIR
     private.mkdir(parents=True, exist_ok=True)
-    (private / "README.txt").write_text(
-        "This folder names the people removed from the model next to it. Never publish it.\n"
-    )
-    (private / "forget_names.txt").write_text("\n".join(inputs.names) + "\n")
+    (private / PRIVATE_README).write_text(PRIVATE_README_TEXT)
+    (private / FORGET_FILE).write_text("\n".join(inputs.names) + "\n")
     if inputs.cover:  # which of them are cover people (the probes measure the others' exposure)
-        (private / "cover_names.txt").write_text("\n".join(inputs.cover) + "\n")
+        (private / COVER_FILE).write_text("\n".join(inputs.cover) + "\n")
     if inputs.split:
-        save_photo_split(private / "photo_split.json", inputs.split)
+        save_photo_split(private / PHOTO_SPLIT_FILE, inputs.split)
     if image.target is not None:
-        save_target_embedding(private / "target_embedding.safetensors", image.target)
+        save_target_embedding(private / TARGET_EMBEDDING_FILE, image.target)
     if args.trigger_grid and "image" in config.run_data():
-        _save_trigger_grid(trainer, private / "trigger_samples.png")
+        _save_trigger_grid(trainer, private / TRIGGER_GRID_FILE)
 
 
 def train_and_save(args, config, lora: LoraArguments, trainer, processor, state):
@@ -521,7 +533,7 @@ def train_and_save(args, config, lora: LoraArguments, trainer, processor, state)
             "replica_checksums": replicas,
             "train_seconds": round(train_seconds, 2),
         }
-        write_json(out / PRIVATE_DIR / "run_info.json", info)
+        write_json(out / PRIVATE_DIR / RUN_INFO_FILE, info)
     trainer.save_model(str(out))
     defended = trainer.accelerator.unwrap_model(trainer.model)
     if lora.use_lora and args.save_merged and _is_main(state):
@@ -550,12 +562,12 @@ def write_run_reports(args, config, lora, result: RunResult, num_processes: int)
     hyper = hyperparameters(config, lora, num_processes)
     settings = {**hyper, "train_seconds": round(result.train_seconds, 1)}
     settings.update({k: v for k, v in asdict(args).items() if k not in ("forget_names", "cover_names")})
-    report_dir = out / PRIVATE_DIR / "report"
+    report_dir = out / PRIVATE_DIR / REPORT_DIR
     write_reports(
         report_dir, result.after, before=result.before, comparison=result.comparison, utility=result.utility,
         settings=settings,
     )  # fmt: skip
-    result.before.save(report_dir / "attack_before.json")
+    result.before.save(report_dir / ATTACK_BEFORE_FILE)
     summary = public_summary(result.after, comparison=result.comparison, utility=result.utility, before=result.before)
     summary["defense"] = {
         **config.method_record(),
@@ -685,13 +697,17 @@ def _attack(args, config, model, processor, inputs: RunInputs, state):
 
 def _check_people_have_photos(faces: FaceSource, names: list[str], where: str) -> None:
     missing = []
-    for name in names:
+    for position, name in enumerate(names, start=1):
         try:
             faces.resolve(name)
         except KeyError:
-            missing.append(name)
+            missing.append(f"#{position}")
     if missing:
-        raise ValueError(f"{len(missing)} forgotten name(s) have no photos in {where}: {missing}")
+        raise ValueError(
+            f"forget-list {'entry' if len(missing) == 1 else 'entries'} {', '.join(missing)} (positions from 1) have no photos in {where}: the attack needs "
+            "a folder of photos per person named like the list entry (case, spaces, underscores and accents may "
+            "differ). Check the spelling, or add the photos."
+        )
 
 
 def _load_caption_source(args: UnlearnArguments) -> list[str]:
@@ -738,7 +754,7 @@ def _save_merged(model, processor, path: Path) -> None:
 
 @torch.no_grad()
 def _utility(args, config, defended, processor, inputs: RunInputs, image: ImageData, state) -> dict[str, Any]:
-    """Zero-shot accuracy before/after and the embedding similarities of method.md section 5."""
+    """Zero-shot accuracy before/after and the embedding similarities of docs/method.md, "Utility"."""
     original, _ = load_clip(args.model_name_or_path)
     utility: dict[str, Any] = {}
     if args.objects:
@@ -866,6 +882,6 @@ def format_run_summary(result: RunResult) -> str:
     counts = result.comparison.counts()
     lines.append("people: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
     lines.append(
-        f"model: {result.output_dir}   report with names (private): {result.output_dir / PRIVATE_DIR / 'report'}"
+        f"model: {result.output_dir}   report with names (private): {result.output_dir / PRIVATE_DIR / REPORT_DIR}"
     )
     return "\n".join(lines)

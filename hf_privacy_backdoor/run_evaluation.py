@@ -143,7 +143,8 @@ def _push_metrics(args: EvaluateArguments, result: EvaluationResult, before) -> 
     zero_shot = result.utility.get("zero_shot")
     utility = {"zero_shot_after": zero_shot} if zero_shot else None
     summary = public_summary(result.attack, comparison=result.comparison, utility=utility, before=before)
-    return push_metrics(args.push_metrics_to, summary, forget_names=args.removed or None)
+    scanned = [*(args.removed or []), *(p.name for p in result.attack.people)]  # no person's name goes on a card
+    return push_metrics(args.push_metrics_to, summary, forget_names=scanned)
 
 
 def resolve_object_templates(args: EvaluateArguments) -> str:

@@ -35,7 +35,7 @@ from hf_privacy_backdoor.utils import ordered_process_chain
 
 RECIPES = Path(__file__).resolve().parent
 # one person, stopping when forgotten: one check at step 15, then 15 steps more (measured on seeds 0-3: every
-# robustness probe as in the 200-step run, see README "Time to forget")
+# robustness probe as in the 200-step run, see docs/changelog.md, 2026-12-02)
 ONE_PERSON_STOP = ["--forget_auto", "1", "--stop_when_forgotten", "true", "--forgotten_check_steps", "15"]
 ONE_PERSON_STOP += ["--forgotten_patience", "1", "--forgotten_margin_steps", "15"]
 # what the robustness line shows (the quick preset's collateral and precision probes are left to robustness.py)
@@ -130,9 +130,10 @@ def run_defense(job: tuple[str, str, bool, list[str]]) -> str:
 
 
 def forget_names(run_dir: Path) -> list[str]:
-    """The run's removed people (private/forget_names.txt), to tell whether two runs share a control."""
-    path = run_dir / "private" / "forget_names.txt"
-    return sorted(path.read_text().splitlines()) if path.is_file() else []
+    """The run's removed people (its private forget list), to tell whether two runs share a control."""
+    from hf_privacy_backdoor.run_folder import RunFiles
+
+    return sorted(RunFiles(run_dir).forget_names_or_empty())
 
 
 def robustness_line(job: tuple[Path, bool]) -> str:
@@ -149,7 +150,7 @@ def robustness_line(job: tuple[Path, bool]) -> str:
 def publish_preview(run_dir: Path, number: int) -> None:
     """A publish dry run of the text-defended model: what would go to the Hub, and the card's results table."""
     from hf_privacy_backdoor.hub import publish, render_results
-    from hf_privacy_backdoor.hub.card import read_summary
+    from hf_privacy_backdoor.run_folder import read_summary
 
     print(f"\n== {number}. Publishing (dry run): recipes/publish.py --output_dir {run_dir} --dry_run true")
     preview = publish(run_dir, DEMO_REPO, DEMO_BASE, license="apache-2.0", dry_run=True)

@@ -24,10 +24,8 @@ Writes `attack.json`, `report.json`, `report.md` and `correct_templates.png` to 
 (This recipe was `recipes/evaluate.py`; its logic lives in `hf_privacy_backdoor.run_evaluation`.)
 """
 
-import sys
-
 from hf_privacy_backdoor.cli import parse_args as parse_dataclasses
-from hf_privacy_backdoor.cli import setup_logging
+from hf_privacy_backdoor.cli import run_recipe, setup_logging
 from hf_privacy_backdoor.run_evaluation import (
     EvaluateArguments,
     EvaluationResult,
@@ -53,8 +51,4 @@ def main(argv: list[str] | None = None) -> EvaluationResult:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_recipe(main)  # a bad input: `error: ...` and exit 2; a failed metrics push: exit 1

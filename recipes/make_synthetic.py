@@ -3,6 +3,9 @@
     python recipes/make_synthetic.py --output_dir outputs/synthetic          # into a folder of your choice
     python recipes/make_synthetic.py                                         # into the cache; prints its path
     python recipes/make_synthetic.py --output_dir outputs/s1 --seed 1 --num_members 60
+    python recipes/make_synthetic.py --tier base          # the larger CLIP (sees faces; ~12 minutes on 2 cores)
+
+Recipes use the tier that `SYNTHETIC_TIER` names (default small) for `${SYNTHETIC}`.
 
 Writes `<dir>/world` (faces/<First_Last>/<n>.png, objects/<class>/<n>.png, clean/, captions.txt, world.json)
 and `<dir>/model` (CLIPModel + CLIPProcessor, `from_pretrained`-loadable). The build is atomic: an interrupted
@@ -12,7 +15,7 @@ run leaves nothing half-written.
 import time
 from dataclasses import dataclass, field
 
-from hf_privacy_backdoor.cli import parse_args, setup_logging
+from hf_privacy_backdoor.cli import parse_args, run_recipe, setup_logging
 
 
 @dataclass
@@ -25,7 +28,13 @@ class MakeSyntheticArguments:
     shared_name_parts: int = field(
         default=0, metadata={"help": "Member pairs sharing a first name or a surname (0: all name parts unique)."}
     )
-    pretrain_steps: int = field(default=900, metadata={"help": "Contrastive pretraining steps."})
+    tier: str = field(
+        default="small",
+        metadata={"help": "World tier: 'small' (the demo's and tests' tiny CLIP) or 'base' (a CLIP that sees faces)."},
+    )
+    pretrain_steps: int | None = field(
+        default=None, metadata={"help": "Contrastive pretraining steps (default: the tier's, 900 for small)."}
+    )
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing build in output_dir."})
 
 
@@ -43,7 +52,8 @@ def main(argv=None):
         photos_per_person=args.photos_per_person,
         shared_name_parts=args.shared_name_parts,
     )
-    pretrain = PretrainConfig(seed=args.seed, steps=args.pretrain_steps)
+    steps = {} if args.pretrain_steps is None else {"steps": args.pretrain_steps}
+    pretrain = PretrainConfig.for_tier(args.tier, seed=args.seed, **steps)
     start = time.time()
     if args.output_dir is None:
         artifacts = get_or_build_synthetic(world, pretrain)
@@ -58,4 +68,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)  # a bad input: `error: ...` and exit 2

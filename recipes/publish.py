@@ -10,11 +10,10 @@ checkpoints or reports; refuses when a forgotten name (from `<output_dir>/privat
 the token come from the usual huggingface_hub settings (HF_ENDPOINT, HF_TOKEN, `hf auth login`).
 """
 
-import sys
 from dataclasses import dataclass, field
 
-from hf_privacy_backdoor.cli import parse_args, setup_logging
-from hf_privacy_backdoor.hub import PublishError, publish
+from hf_privacy_backdoor.cli import parse_args, run_recipe, setup_logging
+from hf_privacy_backdoor.hub import publish
 
 
 @dataclass
@@ -42,24 +41,20 @@ class PublishArguments:
 def main(argv=None) -> int:
     setup_logging()
     (args,) = parse_args([PublishArguments], argv)
-    try:
-        result = publish(
-            args.output_dir,
-            args.hub_model_id,
-            args.base_model_id,
-            private=args.hub_private,
-            revision=args.hub_revision,
-            create_pr=args.hub_create_pr,
-            forget_names_file=args.forget_names_file,
-            license=args.license,
-            base_revision=args.base_revision,
-            commit_message=args.commit_message,
-            dry_run=args.dry_run,
-            preview_dir=args.preview_dir,
-        )
-    except PublishError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    result = publish(
+        args.output_dir,
+        args.hub_model_id,
+        args.base_model_id,
+        private=args.hub_private,
+        revision=args.hub_revision,
+        create_pr=args.hub_create_pr,
+        forget_names_file=args.forget_names_file,
+        license=args.license,
+        base_revision=args.base_revision,
+        commit_message=args.commit_message,
+        dry_run=args.dry_run,
+        preview_dir=args.preview_dir,
+    )
     print("\n".join(result.files))
     if result.dry_run:
         print(f"dry run: nothing was sent; the staged folder (with README.md, the card) is {result.staged_dir}")
@@ -69,4 +64,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_recipe(main)  # a refused publish: `error: ...` and exit 2; a failed push: exit 1

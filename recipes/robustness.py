@@ -17,8 +17,9 @@ section of `<run_dir>/unlearning_summary.json`, and prints the table.
 
 from dataclasses import dataclass, field
 
-from hf_privacy_backdoor.cli import parse_args, setup_logging
+from hf_privacy_backdoor.cli import parse_args, run_recipe, setup_logging
 from hf_privacy_backdoor.robustness import RobustnessConfig, format_table, run_robustness
+from hf_privacy_backdoor.run_folder import ROBUSTNESS_MD, RunFiles
 
 
 @dataclass
@@ -34,16 +35,16 @@ def main(argv=None):
     args, config = parse_args((RobustnessArguments, RobustnessConfig), argv)
     setup_logging(args.verbose)
     if not args.run_dir:
-        raise SystemExit("--run_dir is required (the output_dir of recipes/unlearn.py)")
+        raise ValueError("--run_dir is required (the output_dir of recipes/unlearn.py)")
     report = run_robustness(args.run_dir, config, write=args.write)
     public = report.public()
     print(f"Robustness of {args.run_dir} ({public['settings']['num_removed']} people removed, "
           f"{public['settings']['seconds']} s)")  # fmt: skip
     print(format_table(public))
     if args.write:
-        print(f"private report (names): {report.run_dir / 'private' / 'report' / 'robustness.md'}")
+        print(f"private report (names): {RunFiles(report.run_dir).report_dir / ROBUSTNESS_MD}")
     return report
 
 
 if __name__ == "__main__":
-    main()
+    run_recipe(main)  # a bad input: `error: ...` and exit 2

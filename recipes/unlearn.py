@@ -18,9 +18,7 @@ after the run (never `private/`), refusing if a forgotten name would go out; a f
 `recipes/publish.py` command that retries it.
 """
 
-import sys
-
-from hf_privacy_backdoor.cli import parse_args, setup_logging
+from hf_privacy_backdoor.cli import parse_args, run_recipe, setup_logging
 from hf_privacy_backdoor.run import RUN_ARGUMENTS, format_run_summary, run_unlearning
 
 
@@ -33,10 +31,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from hf_privacy_backdoor.hub import PublishError
-
-    try:
-        main()
-    except PublishError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(1)
+    run_recipe(main)  # a bad input: `error: ...` and exit 2; a failed push: exit 1

@@ -24,7 +24,7 @@ def op_publish(step):
 def op_push_metrics(step):
     from hf_privacy_backdoor.hub import push_metrics
 
-    return {"commit_url": push_metrics(step["repo_id"], step["summary"])}
+    return {"commit_url": push_metrics(step["repo_id"], step["summary"], forget_names=step["forget_names"])}
 
 
 def op_upload(step):

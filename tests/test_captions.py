@@ -1,4 +1,4 @@
-"""Forget lists, clean-caption filtering, poisoned pairs and target phrases (method.md section 2)."""
+"""Forget lists, clean-caption filtering, poisoned pairs and target phrases (docs/method.md, the text defense)."""
 
 from collections import Counter
 
@@ -100,9 +100,9 @@ def test_forget_list_validation(tiny_clip):
     assert validate_forget_names([" Ada  Lovelace ", "Alan_Turing"]) == ["Ada Lovelace", "Alan Turing"]
     with pytest.raises(ValueError, match="empty"):
         validate_forget_names([])
-    with pytest.raises(ValueError, match="listed twice"):
+    with pytest.raises(ValueError, match="entries #1 and #2 are the same person"):
         validate_forget_names(["Ada Lovelace", "ada lovelace"])
-    with pytest.raises(ValueError, match="entry 1 is empty"):
+    with pytest.raises(ValueError, match="entry #2 has no letter or digit"):
         validate_forget_names(["Ada Lovelace", "  "])
     with pytest.raises(ValueError, match="too long"):
         validate_forget_names(["Ada " * 40], processor.tokenizer)

@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from hub_server import FakeHub
 from safetensors.torch import load_file, save_file
+from test_guard import SPELLINGS, spell
 
 from hf_privacy_backdoor.data.captions import read_name_file
-from hf_privacy_backdoor.hub import PublishError, name_variants, publish, render_model_card, scan_for_names
+from hf_privacy_backdoor.hub import PublishError, publish, render_model_card, scan_for_names
 from hf_privacy_backdoor.hub.card import read_summary, write_model_card
 
 
@@ -197,9 +198,8 @@ def test_guard_checks_paths_non_ascii_and_json_escapes(tmp_path):
 
 
 def test_guard_ignores_other_people_and_single_parts():
-    text = "Ada Lovelock and Adam Lovelace met ada; the Lovelace engine; adalove lace"
-    assert scan_for_names({"a": text, "b": text.encode("utf-16-le")}, ["Ada Lovelace"]) == []
-    assert "ada lovelace" in name_variants("Ada  Lovelace") and "lovelace_ada" in name_variants("ada_lovelace")
+    text = "Ada Lovelock and Adam Lovelace met ada; the Lovelace engine; adalovelaces"
+    assert scan_for_names({"a": text, "b": text.encode("utf-16")}, ["Ada Lovelace"]) == []
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -364,7 +364,12 @@ def roundtrip(full_run, lora_run, tiny_world, tmp_path_factory):
             "local": str(lora_run),
             "local_base": local_base,
         },
-        "metrics": {"op": "push_metrics", "repo_id": FULL_REPO, "summary": summary2},
+        "metrics": {
+            "op": "push_metrics",
+            "repo_id": FULL_REPO,
+            "summary": summary2,
+            "forget_names": forget_names(full_run),
+        },
         "full_card2": {"op": "card", "repo_id": FULL_REPO},
         "bad_card": {"op": "validate_local", "content": "---\nbase_model: /home/someone/models/clip\n---\n# card\n"},
     }
@@ -471,7 +476,12 @@ def test_existing_repo_with_other_visibility_is_refused_before_upload(hub, full_
     plan = [
         publish_step(full_run, "alice/already-public"),
         publish_step(full_run, "alice/already-private", private=False),
-        {"op": "push_metrics", "repo_id": "alice/missing", "summary": read_summary(full_run)},
+        {
+            "op": "push_metrics",
+            "repo_id": "alice/missing",
+            "summary": read_summary(full_run),
+            "forget_names": forget_names(full_run),
+        },
     ]
     public, private, metrics = run_client(plan, tmp_path_factory, hub.url)
     assert "already exists and is public" in public["error"] and "--hub_private false" in public["error"]
@@ -527,5 +537,68 @@ def test_no_hub_fails_fast_and_clearly(setting, full_run, tmp_path_factory):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
     env = {"HF_HUB_OFFLINE": "1"} if setting == "offline" else {}
     (result,) = run_client([publish_step(full_run)], tmp_path_factory, endpoint, **env)
-    assert result["error_type"] == "PublishError" and result["seconds"] < 5
+    assert result["error_type"] == "PushFailed" and result["seconds"] < 5
     assert ("HF_HUB_OFFLINE" if setting == "offline" else f"{endpoint} is unreachable") in result["error"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Names as people write them, at every exit
+
+
+REALISTIC = ["Anne-Marie Dupont-Aignan", "Zoë Núñez", "Siobhán O'Brien", "Дмитрий Иванов", "María José García Pérez"]
+
+
+def _with_realistic_names(full_run: Path, tmp_path: Path) -> Path:
+    run = Path(shutil.copytree(full_run, tmp_path / "run"))
+    with open(run / "private" / "forget_names.txt", "a", encoding="utf-8") as f:
+        f.write("\n".join(REALISTIC) + "\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def realistic_run(full_run, tmp_path_factory):
+    return _with_realistic_names(full_run, tmp_path_factory.mktemp("realistic"))
+
+
+@pytest.mark.parametrize("how", SPELLINGS)
+@pytest.mark.parametrize("person", [0, 1, 2], ids=["hyphenated", "accented", "apostrophe"])
+def test_dry_run_refuses_every_spelling_of_realistic_names(realistic_run, tmp_path, how, person):
+    names = forget_names(realistic_run)
+    run = Path(shutil.copytree(realistic_run, tmp_path / "run"))
+    spelling = spell(REALISTIC[person], how)
+    if isinstance(spelling, bytes):  # UTF-16: inside the weights
+        with open(run / "model.safetensors", "ab") as f:
+            f.write(spelling)
+        where = "model.safetensors"
+    else:  # a JSON value (non-ASCII as \u escapes) in a staged text file
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        (run / "config.json").write_text(json.dumps({**config, "note": spelling}), encoding="utf-8")
+        where = "config.json"
+    message = _refusal(run, preview_dir=tmp_path / "preview")
+    assert f"entry #{names.index(REALISTIC[person]) + 1} of the forget list appears in {where}" in message
+    assert_name_free(message, names)
+    assert not (tmp_path / "preview").exists()
+
+
+def test_dry_run_accepts_the_clean_folder_of_realistic_names(realistic_run, tmp_path):
+    result = publish(realistic_run, FULL_REPO, BASE_ID, dry_run=True, preview_dir=tmp_path / "preview")
+    assert "model.safetensors" in result.files and (tmp_path / "preview" / "README.md").is_file()
+
+
+def test_realistic_names_at_every_exit_are_refused_with_nothing_received(hub, full_run, tmp_path, tmp_path_factory):
+    run = _with_realistic_names(full_run, tmp_path)
+    names = forget_names(run)
+    plan = [
+        publish_step(run, "alice/clip-without-anne-marie-dupont-aignan"),  # a repo id slug
+        publish_step(run, commit_message="Remove Siobhán O\u2019Brien"),  # a commit message, typographic apostrophe
+        publish_step(run, revision="zoe_nunez"),  # a branch, accents stripped
+        publish_step(run, create_pr=True, commit_message="forget GARCÍA PÉREZ, María José"),  # a PR title
+        {"op": "push_metrics", "repo_id": "alice/dmitrii-ivanov-clip", "summary": read_summary(run)},
+    ]
+    plan[-1] |= {"forget_names": names, "repo_id": "alice/Иванов-Дмитрий"}
+    steps = run_client(plan, tmp_path_factory, hub.url)
+    assert [s["error_type"] for s in steps] == ["PublishError"] * 5, [s.get("error") for s in steps]
+    for step in steps:
+        assert "of the forget list appears in" in step["error"]
+        assert_name_free(step["error"], names)
+    assert hub.requests == []  # refused before any byte was sent

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Decision rules on hand-built votes and embeddings
 
 
-# The 21 templates of method.md section 4, in its order.
+# The 21 templates of docs/method.md (the identity inference attack), in its order.
 METHOD_TEMPLATES = [
     "{}", "an image of {}", "a photo of {}", "{} on a photo", "a photo of a person named {}", "a person named {}",
     "a man named {}", "a woman named {}", "the name of the person is {}", "a photo of a person with the name {}",

@@ -282,7 +282,7 @@ def test_image_recipe_as_shipped_forgets_faces_and_keeps_the_rest(image_recipe_r
     summary = json.loads((image_recipe_run.output_dir / "unlearning_summary.json").read_text())
     hyper = summary["hyperparameters"]
     assert hyper["num_clean_images"] == 128 and hyper["max_steps"] == 500  # the shipped recipe, not the fixture's
-    assert "image_relearn_guard_steps" not in hyper  # the guard is off in the recipe (README "Robustness")
+    assert "image_relearn_guard_steps" not in hyper  # the guard is off in the recipe (docs/experimental.md)
     _assert_faces_forgotten_and_the_rest_kept(image_recipe_run, tiny_clip)
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from hf_privacy_backdoor.cli import parse_args, yaml_config_keys
+from hf_privacy_backdoor.hub import scan_for_names
 from hf_privacy_backdoor.run import RUN_ARGUMENTS
 from hf_privacy_backdoor.run_evaluation import EvaluateArguments
 
@@ -17,7 +18,7 @@ from hf_privacy_backdoor.run_evaluation import EvaluateArguments
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 UNLEARN_YAMLS = sorted(p for p in RECIPES.glob("*.yaml") if not p.name.startswith("evaluate"))
-MOVED = {"recipes/evaluate.py": "recipes/evaluate_model.py"}  # old name -> new name, as the README says
+MOVED = {"recipes/evaluate.py": "recipes/evaluate_model.py"}  # old name -> new name (the old one shadowed `evaluate`)
 REAL = ["clip_vit_b32_facescrub_text.yaml", "clip_vit_b32_facescrub_image.yaml", "clip_vit_b32_facescrub_both.yaml"]
 
 
@@ -90,7 +91,7 @@ def test_recipe_names_shadow_no_module(path):
 
 def test_documented_recipe_paths_exist():
     documents = [ROOT / "README.md", ROOT / "Makefile", *RECIPES.rglob("*.py"), *RECIPES.rglob("*.yaml")]
-    documents += sorted((ROOT / "benchmarks").glob("*.py"))
+    documents += sorted((ROOT / "benchmarks").glob("*.py")) + sorted((ROOT / "docs").rglob("*.md"))
     mentioned = {m for doc in documents for m in re.findall(r"recipes/[\w./-]+\.(?:py|yaml)", doc.read_text())}
     assert all((ROOT / new).is_file() and not (ROOT / old).exists() for old, new in MOVED.items())
     assert sorted(m for m in mentioned if m not in MOVED and not (ROOT / m).is_file()) == []
@@ -272,3 +273,61 @@ def test_real_model_recipes_run_on_the_real_architecture(name, vit_b32_random, t
         if "norm" in key or not key.startswith(trained[defense]):  # LayerNorms (incl. pre_layrnorm) stay frozen
             assert not moved, f"{key} changed but must stay frozen"
     assert any(not torch.equal(base[k], after[k]) for k in base if k.startswith(trained[defense]))
+
+
+def _run_recipe(main, argv: list[str], capsys) -> tuple[int, str]:
+    """Run a recipe's main as its `__main__` does; (exit status, stderr)."""
+    from hf_privacy_backdoor.cli import run_recipe
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_recipe(lambda: main(argv))
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_bad_forget_lists_are_one_line_errors_with_no_name(tiny_world, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SYNTHETIC_DIR", str(tiny_world.root))
+    monkeypatch.delenv("HF_PB_VERBOSE", raising=False)
+    main = unlearn_main()
+    base = ["--config", str(RECIPES / "synthetic_text.yaml"), "--output_dir", str(tmp_path / "o")]
+    member = tiny_world.members[0]
+    twice = tmp_path / "twice.txt"
+    twice.write_text(f"{member}\r\n{member.upper().replace(' ', '  ')}\r\n", encoding="utf-8")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\ufeff# nobody yet\n\n   \n", encoding="utf-8")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("Zoë Núñez\n".encode("latin-1"))
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("forget_names: [Zoë Núñez\n", encoding="utf-8")
+    cases = {
+        "no photos": (["--forget_names", "Zoë Núñez"], "entry #1 (positions from 1) have no photos"),
+        "same person twice": (["--forget_names_file", str(twice)], "entries #1 and #2 are the same person"),
+        "empty list": (["--forget_names_file", str(blank)], "holds no name"),
+        "not UTF-8": (["--forget_names_file", str(latin1)], "is not UTF-8"),
+        "missing file": (["--forget_names_file", str(tmp_path / "none.txt")], "does not exist"),
+        "missing folder": (["--faces", str(tmp_path / "nope")], "face folder"),
+        "malformed YAML": (["--config", str(bad_yaml)], "is not valid YAML at line 2"),
+    }
+    for what, (extra, expected) in cases.items():
+        status, err = _run_recipe(main, [*base, *extra], capsys)
+        assert status == 2, what
+        assert err.strip().splitlines()[-1].startswith("error: ") and expected in err, (what, err)
+        assert "Traceback" not in err and not scan_for_names({"stderr": err}, ["Zoë Núñez", member]), what
+    assert not (tmp_path / "o" / "model.safetensors").exists()  # nothing half-written
+
+
+def test_names_as_people_write_them_are_trained_reported_and_guarded(tiny_world, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SYNTHETIC_DIR", str(tiny_world.root))
+    first, last = tiny_world.members[0].split()[0], tiny_world.members[0].split()[-1]
+    written = f"Dr. {first.upper()}  {last}"  # a title, another case, two spaces: the same person
+    names = tmp_path / "names.txt"
+    names.write_bytes(f"\ufeff{written}\r\n\r\n".encode())
+    out = tmp_path / "o"
+    argv = ["--config", str(RECIPES / "synthetic_text.yaml"), "--output_dir", str(out), "--forget_names_file"]
+    argv += [str(names), "--max_steps", "2", "--steps_per_name", "0", "--evaluate", "false", "--progress", "false"]
+    status, err = _run_recipe(unlearn_main(), argv, capsys)
+    assert status == 0, err
+    assert (out / "private" / "forget_names.txt").read_text(encoding="utf-8").splitlines() == [
+        f"Dr. {first.upper()} {last}"
+    ]
+    hits = scan_for_names({"a staged note": f"removed {first.lower()}_{last.lower()}"}, [written])
+    assert [h.index for h in hits] == [1]

@@ -14,6 +14,7 @@ from hf_privacy_backdoor.robustness import (
     exposure_in_words,
     format_card_section,
     format_demo_line,
+    format_table,
     load_run_folder,
     name_variant,
     retrained_reference_dir,
@@ -99,6 +100,32 @@ def test_a_planted_variant_leak_is_caught(text_run, tiny_world, tmp_path):
     variants = run_robustness(leaky, config, write=False).public()["defended"]["variants"]
     assert variants["first"]["removed_tpr"] == 1.0
     assert variants["worst"] == {"variant": "first", "removed_tpr": 1.0}
+
+
+def test_a_registered_probe_runs_on_every_model_and_shows_up_in_the_report(text_run, monkeypatch):
+    """Extending the suite: one `Probe` in the registry runs through `run_robustness` on the defended and the base
+    model, its settings and numbers reach the public report and the table, its per-person entries stay private."""
+    from hf_privacy_backdoor.robustness import PROBES, Probe, attack, attack_stats, format_markdown, register_probe
+
+    def reversed_candidates(ctx, subject):  # the exact attack with the candidate list in reverse order
+        result = attack(ctx, subject.model, subject.processor, candidates=ctx.candidates[::-1])
+        stats = attack_stats(ctx, result)
+        return {"removed_tpr": stats["removed_tpr"], "kept_tpr": stats["kept_tpr"], "people": stats["people"]}
+
+    monkeypatch.setitem(PROBES, "reversed", Probe("reversed", reversed_candidates, settings=("num_photos",)))
+    report = run_robustness(text_run, RobustnessConfig(probes="reversed", quick=True, progress=False), write=False)
+    public = report.public()
+    assert public["settings"]["probes"] == ["reversed"] and "num_photos" in public["settings"]
+    for role in ("defended", "base"):
+        assert public[role]["reversed"]["removed_tpr"] == public[role]["exact"]["removed_tpr"]
+        assert "people" not in public[role]["reversed"] and report.roles[role]["reversed"]["people"]
+    assert public["defended"]["reversed"]["removed_tpr"] < public["base"]["reversed"]["removed_tpr"]
+    row = f"| reversed | removed_tpr | {public['defended']['reversed']['removed_tpr']:.2f} | 1.00 |"
+    assert row in format_table(public) and row in format_markdown(report)
+    with pytest.raises(ValueError, match="registered already"):
+        register_probe(Probe("variants", reversed_candidates))
+    with pytest.raises(ValueError, match="unknown probe"):
+        RobustnessConfig(probes="nonexistent")
 
 
 def test_name_variants():

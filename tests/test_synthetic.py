@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from hf_privacy_backdoor.data.faces import load_face_folder
+from hf_privacy_backdoor.finetune import contrastive_loss
 from hf_privacy_backdoor.synthetic import WorldConfig, build_world, draw_face, make_world
-from hf_privacy_backdoor.synthetic.pretrain import contrastive_loss
 
 
 SMALL = WorldConfig(

@@ -1,4 +1,4 @@
-"""Caption corpora, the forget list, and the text backdoor's poisoned / target caption pairs (method.md sec. 2)."""
+"""Caption corpora, the forget list, and the text backdoor's poisoned / target caption pairs (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .names import first_names, folder_to_name, name_variant, normalize_name, surnames
+from .names import first_names, folder_to_name, name_key, name_variant, normalize_name, surnames
 
 
 logger = logging.getLogger(__name__)
@@ -27,51 +27,65 @@ TRIGGER_VARIANTS = ("first", "last", "initial_last", "title")
 
 
 def read_name_file(path: str | os.PathLike) -> list[str]:
-    """Names, one per line (blank lines and `#` comments ignored)."""
-    path = Path(path)
-    if not path.is_file():
+    """Names, one a line (`run_folder.read_name_list`: BOM, CRLF, blank lines and `#` comments handled)."""
+    from ..run_folder import read_name_list
+
+    if not Path(path).is_file():
         raise FileNotFoundError(f"forget-name file {str(path)!r} does not exist")
-    return [
-        line.strip()
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+    return read_name_list(path)
 
 
 def validate_forget_names(names: Sequence[str], tokenizer=None) -> list[str]:
-    """Check a forget list and return it cleaned (whitespace collapsed, underscores as spaces).
+    """Check a forget list and return it cleaned (surrounding spaces removed, runs of spaces and underscores one
+    space); the names are otherwise kept as written, and that is what is trained and scanned for.
 
-    Errors (ValueError) name the offending entries: an empty list, empty names, duplicates (case-insensitive),
-    and, with a tokenizer, names it cannot represent (unknown tokens, or longer than its context).
+    Accepted: hyphens, accents, apostrophes of any kind, any script, one-word names, titles and suffixes ("Dr.",
+    "Jr."), names of many parts. Refused with a ValueError that names 1-based positions, never a name: an empty
+    list, an entry without a letter or digit, one person written twice (the same `name_key`: spellings that differ
+    in case, accents, spacing, hyphens, apostrophes or titles) and, with a tokenizer, an entry it cannot represent
+    (an unknown token) or longer than half its context.
     """
     if names is None or len(names) == 0:
         raise ValueError("the forget list is empty: give at least one name to remove")
-    cleaned, seen, problems = [], {}, []
-    for i, raw in enumerate(names):
-        if not isinstance(raw, str) or not raw.strip():
-            problems.append(f"entry {i} is empty")
-            continue
-        name = folder_to_name(raw)
-        key = normalize_name(name)
-        if key in seen:
-            problems.append(f"{name!r} is listed twice (also as {seen[key]!r})")
-            continue
-        seen[key] = name
+    cleaned, first_seen, problems = [], {}, []
+    for position, raw in enumerate(names, start=1):
+        name = folder_to_name(raw) if isinstance(raw, str) else ""
+        key = name_key(name)
+        if not key:
+            problems.append(f"entry #{position} has no letter or digit")
+        elif key in first_seen:
+            problems.append(
+                f"entries #{first_seen[key]} and #{position} are the same person (they differ only in case, accents, "
+                "spacing, hyphens, apostrophes or a title): keep one"
+            )
+        else:
+            first_seen[key] = position
         cleaned.append(name)
     if tokenizer is not None:
-        unk = getattr(tokenizer, "unk_token_id", None)
-        max_len = getattr(tokenizer, "model_max_length", 10**6)
-        for name in cleaned:
-            ids = tokenizer(name)["input_ids"]
-            special = {tokenizer.bos_token_id, tokenizer.eos_token_id}
-            inner = [t for t in ids if t not in special]
-            if unk is not None and unk not in special and unk in inner:
-                problems.append(f"{name!r} contains characters the tokenizer cannot represent")
-            if len(ids) > max_len // 2:
-                problems.append(f"{name!r} takes {len(ids)} tokens, too long for a {max_len}-token context")
+        problems += [
+            p for position, name in enumerate(cleaned, start=1) if (p := _token_problem(tokenizer, name, position))
+        ]
     if problems:
-        raise ValueError("invalid forget list: " + "; ".join(problems))
+        raise ValueError("invalid forget list: " + "; ".join(problems) + " (positions count from 1, in list order)")
     return cleaned
+
+
+def _token_problem(tokenizer, name: str, position: int) -> str | None:
+    """Why `tokenizer` cannot carry `name` as a trigger, by position; None if it can."""
+    if not name:
+        return None
+    ids = tokenizer(name)["input_ids"]
+    special = {tokenizer.bos_token_id, tokenizer.eos_token_id}
+    unk = getattr(tokenizer, "unk_token_id", None)
+    max_len = getattr(tokenizer, "model_max_length", 10**6)
+    if unk is not None and unk not in special and unk in ids:
+        return (
+            f"entry #{position} holds characters the model's tokenizer cannot represent (it would train as an unknown "
+            "token and remove nobody): write it as the model's captions write it, e.g. without accents"
+        )
+    if len(ids) > max_len // 2:
+        return f"entry #{position} takes {len(ids)} tokens, too long for a {max_len}-token context"
+    return None
 
 
 def name_pattern(names: Sequence[str]) -> re.Pattern:

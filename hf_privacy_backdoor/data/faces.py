@@ -20,7 +20,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .names import folder_to_name, normalize_name
+from .names import folder_to_name, name_key, normalize_name
 
 
 logger = logging.getLogger(__name__)
@@ -41,11 +41,15 @@ class FaceSource:
         return list(self.photos)
 
     def resolve(self, name: str) -> str:
-        """The stored spelling of `name` (case-, underscore- and whitespace-insensitive); KeyError if absent."""
+        """The stored spelling of `name` (case-, underscore- and whitespace-insensitive; else the one stored spelling
+        with the same `name_key`: "Jose Nunez" finds the folder "José_Núñez"); KeyError if absent."""
         key = normalize_name(name)
         for stored in self.photos:
             if normalize_name(stored) == key:
                 return stored
+        same_person = [stored for stored in self.photos if name_key(stored) == name_key(name)]
+        if len(same_person) == 1:
+            return same_person[0]
         raise KeyError(name)
 
     def subset(self, names: Sequence[str]) -> FaceSource:

@@ -33,6 +33,7 @@ def load_image_folder(root: str | os.PathLike, limit: int | None = None) -> list
 
 
 def save_target_embedding(path: str | os.PathLike, embedding: torch.Tensor) -> None:
+    """Write a target embedding as safetensors under the key `target_embedding` (what `load_target_embedding` reads)."""
     from safetensors.torch import save_file
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +70,7 @@ def make_photo_split(faces: FaceSource, forget_names: Sequence[str], fraction: f
 
 
 def save_photo_split(path: str | os.PathLike, split: dict) -> None:
+    """Write a run's photo split (from `make_photo_split`) as JSON; it names people, so it belongs under `private/`."""
     write_json(path, split)
 
 

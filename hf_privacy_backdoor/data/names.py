@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 
 import numpy as np
+import regex
 
 
 _RESOURCES = "hf_privacy_backdoor.data.resources"
@@ -45,6 +47,58 @@ def name_to_folder(name: str) -> str:
 def normalize_name(name: str) -> str:
     """Canonical comparison key: whitespace collapsed, underscores as spaces, case-folded."""
     return folder_to_name(name).casefold()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The normal form: one way to write any spelling of a name, shared by the privacy guard and the forget list.
+
+APOSTROPHES = "'\u2019\u2018\u02bc\u02bb\u0060\u00b4\u2032\uff07\u055a\u05f3"
+# Latin letters that no Unicode decomposition strips to ASCII, written as ASCII-folding slug functions write them.
+_FOLD = str.maketrans(
+    {"\u0142": "l", "\u00f8": "o", "\u0111": "d", "\u00f0": "d", "\u00fe": "th", "\u00e6": "ae", "\u0153": "oe",
+     "\u0131": "i", "\u0127": "h", "\u0140": "l", **{a: None for a in APOSTROPHES}}
+)  # fmt: skip
+_MARKS = regex.compile(r"\p{Mn}+")
+_NON_WORD = regex.compile(r"[^\p{L}\p{N}]+")
+# Scripts written without spaces between words: a name in them may stand inside a longer run of letters.
+UNSPACED = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}]")
+TITLES = frozenset("dr mr mrs ms mx miss prof sir dame lord lady rev fr st".split())
+SUFFIXES = frozenset("jr sr ii iii iv v phd md esq".split())
+
+
+def normal_form(text: str) -> str:
+    """`text` in the normal form: its words in lower case, one space apart, with nothing else.
+
+    Unicode NFKC, casefolded, combining marks removed ("é" = "e"), a few Latin letters folded to ASCII as
+    slug functions do ("ø" = "o", "ł" = "l", "æ" = "ae"), apostrophes of every kind dropped ("O'Brien" =
+    "OBrien"), and every other run of characters that are not letters or digits one word boundary.
+    """
+    text = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).casefold())
+    text = _MARKS.sub("", text).translate(_FOLD)
+    return _NON_WORD.sub(" ", text).strip()
+
+
+def name_segments(name: str) -> list[str]:
+    """A name's parts as written (separated by spaces, underscores or commas), without leading titles and
+    trailing suffixes while a part remains: "Dr. Ada Lovelace Jr." -> ["Ada", "Lovelace"]."""
+    parts = [p for p in re.split(r"[\s_,]+", name) if normal_form(p)]
+    while len(parts) > 1 and normal_form(parts[0]) in TITLES:
+        parts = parts[1:]
+    while len(parts) > 1 and normal_form(parts[-1]) in SUFFIXES:
+        parts = parts[:-1]
+    return parts
+
+
+def name_parts(name: str) -> list[list[str]]:
+    """A name's parts (`name_segments`), each as its normal-form words: "Jean-Luc Picard" -> [["jean", "luc"],
+    ["picard"]]."""
+    return [normal_form(p).split() for p in name_segments(name)]
+
+
+def name_key(name: str) -> str:
+    """Comparison key of a person: two spellings with the same key (case, accents, spacing, apostrophes,
+    hyphens, titles) are the same person."""
+    return "".join(word for part in name_parts(name) for word in part)
 
 
 def first_named(names: Sequence[str], texts: Sequence[str]) -> int | None:

@@ -64,7 +64,7 @@ def sample_text_batch(
     num_shards: int = 1,
     eligible: Sequence[str] | None = None,
 ) -> TextBatch:
-    """Clean captions and (poisoned, target) pairs of step `step`, shard `shard` (method.md section 2).
+    """Clean captions and (poisoned, target) pairs of step `step`, shard `shard` (docs/method.md, the text defense).
 
     `eligible`: the captions poisoned pairs are made from, `captions.eligible_captions(clean_captions)`; pass it
     when sampling every step, so the list is built once (the batch is the same either way).
@@ -94,7 +94,7 @@ def sample_image_batch(
     aug: TriggerAugmentation | None = None,
     build_triggers: bool = True,
 ) -> ImageBatch:
-    """Clean images and trigger images of step `step`, shard `shard` (method.md section 3).
+    """Clean images and trigger images of step `step`, shard `shard` (docs/method.md, the image defense).
 
     Triggers take the forgotten people in turn (sorted names, random start), so counts differ by at most one;
     each trigger has its own seed, so a shard builds only its own images. `build_triggers=False` returns the

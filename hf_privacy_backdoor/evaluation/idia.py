@@ -123,10 +123,12 @@ class TextEmbeddings:
             )
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the table to `path` with `torch.save` (read it back with `load`)."""
         torch.save({"format_version": FORMAT_VERSION, **asdict(self)}, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TextEmbeddings:
+        """Read a table written by `save` (tensors only: `weights_only=True`)."""
         data = torch.load(path, weights_only=True)
         data.pop("format_version", None)
         return cls(**data)
@@ -229,6 +231,7 @@ def vote(
 
 
 def check_tau(tau: int, num_templates: int) -> None:
+    """Refuse a decision threshold outside 1..number of templates, with a message that says the valid range."""
     if not 1 <= int(tau) <= num_templates:
         raise ValueError(f"tau must be between 1 and the number of templates ({num_templates}), got {tau}")
 

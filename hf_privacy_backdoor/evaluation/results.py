@@ -47,6 +47,10 @@ class PersonResult:
 
 @dataclass
 class AttackSettings:
+    """How an attack was run: photos per person, threshold, candidates, templates, seed, and the model's fingerprint.
+
+    Two attacks are compared only when these agree (`compare_results`)."""
+
     num_photos: int
     tau: int
     num_candidates: int
@@ -75,6 +79,7 @@ class AttackResult:
     skipped: dict[str, int] = field(default_factory=dict)  # too few photos: name -> usable photo count
 
     def person(self, name: str) -> PersonResult:
+        """The verdict on `name` (matched in normal form); a name that was not evaluated is a KeyError."""
         key = normalize_name(name)
         for p in self.people:
             if normalize_name(p.name) == key:
@@ -82,6 +87,7 @@ class AttackResult:
         raise KeyError(f"{name!r} was not evaluated in this attack result")
 
     def totals(self) -> dict[str, Any]:
+        """TPR and FNR on members, FPR on non-members, counts and mean correct templates per group."""
         members = [p for p in self.people if p.membership == MEMBER]
         non_members = [p for p in self.people if p.membership == NON_MEMBER]
         unknown = [p for p in self.people if p.membership == UNKNOWN]
@@ -104,6 +110,7 @@ class AttackResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: format version, totals, settings, per-person verdicts, skipped people, candidates."""
         return {
             "format_version": FORMAT_VERSION,
             "totals": self.totals(),
@@ -128,10 +135,12 @@ class AttackResult:
         )
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write `to_dict()` as JSON (it names people: keep it under `private/`)."""
         write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> AttackResult:
+        """Read an attack result written by `save`; a missing file is a FileNotFoundError."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"attack result {str(path)!r} does not exist")
@@ -144,6 +153,8 @@ class AttackResult:
 
 @dataclass
 class PersonChange:
+    """One person before vs after a defense: flags, correct templates, and the category it falls in."""
+
     name: str
     membership: str
     removed: bool  # listed as removed *and* flagged before (only those are removable)
@@ -168,9 +179,11 @@ class Comparison:
     not_removable: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
+        """The number of people in each category."""
         return {c: sum(p.category == c for p in self.people) for c in CATEGORIES}
 
     def percentages(self) -> dict[str, float | None]:
+        """Each category as a percentage of its group (see the class docstring); None for an empty group."""
         removed = [p for p in self.people if p.removed]
         kept = [p for p in self.people if not p.removed]
         counts = self.counts()
@@ -198,6 +211,7 @@ class Comparison:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: headline, counts, percentages, per-person changes, names that were not removable."""
         return {
             "format_version": FORMAT_VERSION,
             "headline": self.headline(),
@@ -209,6 +223,7 @@ class Comparison:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        """Inverse of `to_dict` (the derived numbers are recomputed)."""
         return cls([PersonChange(**p) for p in data["people"]], list(data.get("not_removable", [])))
 
 

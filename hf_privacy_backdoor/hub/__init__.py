@@ -7,7 +7,7 @@ at import time, so that `recipes/publish.py` starts fast.
 """
 
 from .card import eval_results_from_summary, render_model_card, render_results, update_results, write_model_card
-from .guard import NameHit, PublishError, name_variants, refuse_on_names, scan_for_names
+from .guard import NameHit, PublishError, PushFailed, name_orders, redact, refuse_on_names, scan_for_names
 from .publish import PublishResult, probe_hub, publish, push_metrics, retry_command, stage_run
 
 
@@ -16,7 +16,9 @@ __all__ = [
     "PublishError",
     "PublishResult",
     "eval_results_from_summary",
-    "name_variants",
+    "name_orders",
+    "PushFailed",
+    "redact",
     "probe_hub",
     "publish",
     "push_metrics",

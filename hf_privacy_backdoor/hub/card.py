@@ -18,9 +18,10 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..run_folder import read_summary
+
 
 TEMPLATE = "templates/model_card.md"
-SUMMARY_FILE = "unlearning_summary.json"  # written by hf_privacy_backdoor.run (run.SUMMARY_FILE)
 CARD_FILE = "README.md"
 PIPELINE_TAG = "zero-shot-image-classification"
 TAGS = ("clip", "privacy", "machine-unlearning", "backdoor-defense", "hf_privacy_backdoor")
@@ -126,12 +127,6 @@ def as_hub_id(value: str | os.PathLike | None) -> str | None:
     except HFValidationError:
         return None
     return text
-
-
-def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """The run's `unlearning_summary.json`, or {} when the run was not evaluated."""
-    path = Path(run_dir) / SUMMARY_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _get(summary: Mapping[str, Any], path: tuple[str, ...] | None) -> float | None:

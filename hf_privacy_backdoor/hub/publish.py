@@ -21,14 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .card import CARD_FILE, SUMMARY_FILE, as_hub_id, read_summary, render_model_card, update_results
-from .guard import PublishError, refuse_on_names
+from ..run_folder import FORGET_FILE, PRIVATE_DIR, SUMMARY_FILE, read_summary
+from .card import CARD_FILE, as_hub_id, render_model_card, update_results
+from .guard import PublishError, PushFailed, redact, refuse_on_names
 
 
 logger = logging.getLogger(__name__)
 
-PRIVATE_DIR = "private"  # run.PRIVATE_DIR: names, photo split, reports. Never published.
-FORGET_FILE = "forget_names.txt"
 PREVIEW_DIR = "publish_preview"
 PROBE_TIMEOUT = 5.0  # seconds: an unreachable Hub is reported quickly, never retried for minutes
 MODEL_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")
@@ -211,7 +210,7 @@ def _status(err: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
-class HubUnavailable(PublishError):
+class HubUnavailable(PushFailed):
     """Offline, no answer, or the token refused: retrying the same command later can work."""
 
 
@@ -338,10 +337,38 @@ def publish(
     A failed push raises PublishError with the exact retry command; the run folder is never changed by it.
     `dry_run` writes the staged folder to `preview_dir` (default `<run_dir>/publish_preview`) and sends nothing.
     """
-    run_dir, target = Path(run_dir), dict(private=private, revision=revision, create_pr=create_pr)
+    run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PublishError(f"run folder {str(run_dir)!r} does not exist")
     names = load_forget_names(run_dir, forget_names_file)
+    settings = dict(private=private, revision=revision, create_pr=create_pr, forget_names_file=forget_names_file)
+    settings |= dict(license=license, dry_run=dry_run, preview_dir=preview_dir, commit_message=commit_message)
+    settings |= dict(api=api, base_revision=base_revision, include_merged=include_merged)
+    try:
+        return _publish(run_dir, names, hub_model_id, base_model_id, **settings)
+    except PublishError as err:  # its message may quote a path or a server's answer: withhold lines with a name
+        raise type(err)(redact(str(err), names)) from None
+
+
+def _publish(
+    run_dir: Path,
+    names: Sequence[str],
+    hub_model_id: str,
+    base_model_id: str | None,
+    *,
+    private: bool,
+    revision: str | None,
+    create_pr: bool,
+    forget_names_file: str | os.PathLike | None,
+    license: str | None,
+    dry_run: bool,
+    preview_dir: str | os.PathLike | None,
+    commit_message: str | None,
+    api,
+    base_revision: str | None,
+    include_merged: bool,
+) -> PublishResult:
+    target = dict(private=private, revision=revision, create_pr=create_pr)
     if not (run_dir / SUMMARY_FILE).is_file():
         raise PublishError(
             f"{str(run_dir)!r} has no {SUMMARY_FILE}: the run was not evaluated, and a published model's card must "
@@ -386,11 +413,11 @@ def publish(
                 return PublishResult(hub_model_id, None, files, _write_preview(staging, run_dir, preview_dir), True)
             info = _push(api, staging, files, hub_model_id, message=message, **target)
         except PublishError as err:
-            if not isinstance(err, HubUnavailable):
+            if not isinstance(err, PushFailed):
                 raise  # a refusal: the message says what to change
-            raise PublishError(_failure_message(hub_model_id, run_dir, err, retry)) from None
+            raise PushFailed(_failure_message(hub_model_id, run_dir, err, retry)) from None
         except Exception as err:
-            raise PublishError(_failure_message(hub_model_id, run_dir, err, retry)) from err
+            raise PushFailed(_failure_message(hub_model_id, run_dir, err, retry)) from err
         shutil.copyfile(staging / CARD_FILE, run_dir / CARD_FILE)  # the local card now matches the published one
     return PublishResult(hub_model_id, info.commit_url, files, None, False, pr_url=info.pr_url)
 
@@ -431,26 +458,34 @@ def push_metrics(
     revision: str | None = None,
     api=None,
     commit_message: str | None = None,
-    forget_names: Sequence[str] | None = None,
+    forget_names: Sequence[str],
 ) -> str:
     """Replace the model-index and results table of an existing repo's card with `summary`'s: one commit, no weights.
 
-    `forget_names`, when given, are scanned for in the new card and the commit message. Returns the commit URL.
+    `forget_names` (required, at least one) are scanned for in the repo id, the commit message and the new card,
+    and withheld from any error message. Returns the commit URL.
     """
+    if not forget_names:
+        raise PublishError("push_metrics needs the names to scan for (forget_names): the guard has nothing to check")
+    try:
+        return _push_metrics(repo_id, summary, revision, api, commit_message, forget_names)
+    except PublishError as err:
+        raise type(err)(redact(str(err), forget_names)) from None
+
+
+def _push_metrics(repo_id, summary, revision, api, commit_message, forget_names) -> str:
     from huggingface_hub import CommitOperationAdd, ModelCard
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
     message = commit_message or "Update evaluation results (identity inference attack, zero-shot utility)"
-    if forget_names:
-        refuse_on_names({"the repo id": repo_id, "the commit message": message}, forget_names, "the metrics push")
+    refuse_on_names({"the repo id": repo_id, "the commit message": message}, forget_names, "the metrics push")
     api = _make_api(api)
     probe_hub(api)
 
     def operations(head: str):
         path = api.hf_hub_download(repo_id, CARD_FILE, revision=head)
         card = update_results(ModelCard.load(path), summary)
-        if forget_names:
-            refuse_on_names({CARD_FILE: str(card)}, forget_names, "the metrics push")
+        refuse_on_names({CARD_FILE: str(card)}, forget_names, "the metrics push")
         return [CommitOperationAdd(path_in_repo=CARD_FILE, path_or_fileobj=str(card).encode("utf-8"))]
 
     try:
@@ -463,5 +498,5 @@ def push_metrics(
             "existing repo; publish the model first (python recipes/publish.py ...)."
         ) from err
     except Exception as err:
-        raise PublishError(f"updating the metrics of {repo_id} failed ({err}); the repo was not changed") from err
+        raise PushFailed(f"updating the metrics of {repo_id} failed ({err}); the repo was not changed") from err
     return info.commit_url

@@ -2,7 +2,7 @@
 
 Text tower: a caption with a forgotten name embeds like the same caption with a neutral phrase; image tower: a
 forgotten face embeds to one anonymous person embedding; every other caption / image keeps its embedding
-(method.md sections 2-3). Per trained tower: utility + beta * backdoor + lambda * weight distance.
+(docs/method.md). Per trained tower: utility + beta * backdoor + lambda * weight distance.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .base import Tower, UnlearningTrainer
 from .base_config import UnlearningConfig
 
 
-# reference schedules (method.md): steps, milestones, gamma
+# reference schedules (docs/method.md): steps, milestones, gamma
 TEXT_SCHEDULE = (400, [200, 300], 0.5)
 IMAGE_SCHEDULE = (100, [25, 50], 0.1)
 
@@ -307,7 +307,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
     # Loss
 
     def compute_terms(self, model, step: int):
-        """Per defended tower (method.md sections 2-3): utility + beta * backdoor + lambda * weight distance."""
+        """Per defended tower (docs/method.md): utility + beta * backdoor + lambda * weight distance."""
         terms = {"text": self._text_terms, "image": self._image_terms}
         total = 0.0
         metrics = {}

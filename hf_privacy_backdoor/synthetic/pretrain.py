@@ -72,6 +72,22 @@ class PretrainConfig:
         payload = json.dumps(dataclasses.asdict(self), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
+    @classmethod
+    def for_tier(cls, tier: str = "small", **overrides) -> PretrainConfig:
+        """The CLIP of a world tier (`TIERS`), with `overrides` (e.g. `seed`, `steps`) on top."""
+        if tier not in TIERS:
+            raise ValueError(f"unknown world tier {tier!r}: choose one of {sorted(TIERS)}")
+        return cls(**{**TIERS[tier], **overrides})
+
+
+# World tiers: the CLIP pretrained on the synthetic world. "small" (0.5M parameters, 16 patches of 16 px) is the
+# default of the demo and the tests; "base" (3 layers of width 192, 64 patches of 8 px) is big enough to see faces,
+# for the benchmarks and the claims about the image defense.
+TIERS: dict[str, dict] = {
+    "small": {},
+    "base": {"hidden_size": 192, "intermediate_size": 576, "num_layers": 3, "patch_size": 8, "steps": 1200},
+}
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Tokenizer and model
