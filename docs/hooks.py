@@ -77,12 +77,13 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def dataclass_table(cls: type) -> tuple[str, list[str]]:
-    """A markdown table of `cls`'s own fields, and the names of the fields it inherits from a library
-    (transformers' `TrainingArguments`)."""
+def dataclass_table(cls: type, skip: type | None = None) -> tuple[str, list[str]]:
+    """A markdown table of `cls`'s own fields (without those declared by `skip` or its bases), and the names of
+    the fields it inherits from a library (transformers' `TrainingArguments`)."""
     rows, inherited = [], []
+    skipped = {f.name for f in dataclasses.fields(skip)} if skip is not None else set()
     for f in dataclasses.fields(cls):
-        if not f.init:
+        if not f.init or f.name in skipped:
             continue
         owner = _owner(cls, f.name)
         if not owner.__module__.startswith("hf_privacy_backdoor") and owner.__module__ != cls.__module__:
@@ -115,6 +116,25 @@ def configuration_markdown() -> str:
                     "    Their help is transformers' own (`--help` prints it). Names:\n"
                     f"    {names}\n"
                 )
+    parts.append(method_tables())
+    return "\n".join(parts)
+
+
+def method_tables() -> str:
+    """One table per registered method: the fields its config adds to `UnlearningConfig` (`--method NAME`)."""
+    from hf_privacy_backdoor.methods import METHODS
+    from hf_privacy_backdoor.methods.base_config import UnlearningConfig
+
+    parts = ["## Method settings (`recipes/unlearn.py --method NAME`)\n"]
+    parts.append("Every method's config extends `UnlearningConfig` (the tables above list its fields with the")
+    parts.append("backdoor method's); each method adds only the fields below.\n")
+    for name, method in METHODS.items():
+        table, _ = dataclass_table(method.config, skip=UnlearningConfig)
+        parts.append(f"### `{name}`: `{method.config.__name__}`\n")
+        doc = (method.config.__doc__ or "").strip().split("\n\n")[0]
+        if doc:
+            parts.append(" ".join(doc.split()) + "\n")
+        parts.append(table + "\n")
     return "\n".join(parts)
 
 
