@@ -11,6 +11,9 @@ Figures:
 * `robustness.png`: the robustness table as a heatmap (worst removed TPR per probe over seeds, exposure AUC,
   collateral), one row per defense as the recipes ship plus the base model as the control, from
   `benchmarks/results/robustness_{text,image,both}.json` (`bench_robustness.py`).
+* `methods.png`: every method side by side: removed people's IDIA TPR after against the object top-1 drop, and
+  the seconds of training, one panel per towers setting, from `benchmarks/results/methods*.json`
+  (`bench_methods.py`).
 * `correct_templates_demo_text.png`: a run's own plot (`evaluation.report.plot_correct_templates`, the one every
   run writes to `private/report/correct_templates.png`), redrawn from `benchmarks/results/run_demo_text.json`, a
   snapshot of the synthetic demo's text run (fictional people). `--run_dir` rewrites that snapshot from a run
@@ -161,6 +164,34 @@ def plot_robustness(results: Path, out: Path) -> Path:
     return _save(fig, out)
 
 
+METHOD_MARKERS = {"backdoor": "o", "retain_finetune": "s", "grad_ascent": "v", "grad_diff": "^", "slug": "D"}
+
+
+def plot_methods(results: Path, out: Path) -> Path:
+    """Removal (removed TPR after) vs utility (top-1 drop) and training seconds, per method, one panel per towers."""
+    cells = [c for f in sorted(results.glob("methods*.json")) for c in json.loads(f.read_text())["per_cell"]]
+    towers = sorted({c["towers"] for c in cells})
+    fig = _figure(5.2 * len(towers), 7.6)
+    for i, tower in enumerate(towers):
+        ax, ax_time = fig.add_subplot(2, len(towers), i + 1), fig.add_subplot(2, len(towers), len(towers) + i + 1)
+        for method, marker in METHOD_MARKERS.items():
+            mine = [c for c in cells if c["towers"] == tower and c["method"] == method]
+            if not mine:
+                continue
+            x, y = [c["top1_drop_points"] for c in mine], [c["removed_tpr"] for c in mine]
+            ax.scatter(x, y, marker=marker, s=[30 + 20 * c["removed"] for c in mine], label=method, alpha=0.8)
+            sizes = [c["removed"] for c in mine]
+            ax_time.scatter(sizes, [c["train_seconds"] for c in mine], marker=marker, label=method, alpha=0.8)
+        ax.set(title=f"towers: {tower}", xlabel="object top-1 drop (points; lower is better)")
+        ax.set(ylabel="IDIA TPR on removed people, after (goal 0)", ylim=(-0.05, 1.05))
+        ax_time.set(xlabel="people removed", ylabel="seconds of training", yscale="log")
+        ax_time.set_xticks(sorted({c["removed"] for c in cells}))
+        ax.legend(fontsize=8)
+    fig.suptitle("Methods side by side (marker size: people removed)")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
 def snapshot_run(run_dir: Path, out: Path) -> Path:
     """A small JSON of a run's attack before / after and comparison (per-photo details and candidates dropped)."""
     report = run_dir / "private" / "report"
@@ -214,6 +245,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     return [
         plot_grid(results / "grid.json", out / "grid.png"),
         plot_robustness(results, out / "robustness.png"),
+        plot_methods(results, out / "methods.png"),
         plot_run(snapshot, out / "correct_templates_demo_text.png"),
     ]
 
