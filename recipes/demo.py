@@ -9,9 +9,12 @@
    base-vs-defended comparison ranks the removed people first (exposure AUC; see recipes/robustness.py).
 4. Time to forget: the text defense removing one person stops as soon as a cheap check on trigger photos finds
    nobody (and loses nobody), plus a margin: a few seconds of training instead of the recipe's 200 steps.
-5. A publish dry run of the text-defended model: the allow-listed files and the model card's results.
+5. The standard baselines (fine-tuning on retained data, gradient ascent, gradient difference, SLUG) on the same
+   two people with their synthetic recipes (both towers), one line each beside the backdoor method's both run.
+6. A publish dry run of the text-defended model: the allow-listed files and the model card's results.
 
     python recipes/demo.py [--defenses text both] [--output_dir outputs/demo] [--workers 1] [--no_time_to_forget]
+    python recipes/demo.py --no_baselines          # without the comparison block
 
 The defenses are independent runs: they go side by side in separate processes, one per CPU core (one thread
 each), each run's robustness probes queued as soon as it is done, and print in the story's order. The base
@@ -24,6 +27,7 @@ The defenses use the synthetic recipes (`recipes/synthetic_<defense>.yaml`), so 
 """
 
 import argparse
+import json
 import os
 import time
 from pathlib import Path
@@ -41,7 +45,8 @@ ONE_PERSON_STOP += ["--forgotten_patience", "1", "--forgotten_margin_steps", "15
 # what the robustness line shows (the quick preset's collateral and precision probes are left to robustness.py)
 DEMO_PROBES = "variants,relearn,exposure"
 # the queue's order: the longest runs first, so that the two cores finish together (measured, seconds alone)
-START_ORDER = ("image", "both", "text", "text_one_person_stop")
+START_ORDER = ("image", "both", "grad_ascent", "slug", "grad_diff", "text", "retain_finetune", "text_one_person_stop")
+BASELINES = ("retain_finetune", "grad_ascent", "grad_diff", "slug")  # recipes/synthetic_<method>.yaml
 DEMO_REPO, DEMO_BASE = "your-name/tiny-clip-unlearned", "hf-privacy-backdoor/synthetic-tiny-clip"  # examples
 
 
@@ -65,6 +70,9 @@ def main(argv=None):
         action="store_false",
         help="Skip the one-person text run that stops when forgotten.",
     )
+    parser.add_argument(
+        "--no_baselines", dest="baselines", action="store_false", help="Skip the baselines' comparison block."
+    )
     opts = parser.parse_args(argv)
     if opts.workers is not None and opts.workers < 1:
         parser.error(f"--workers must be at least 1, got {opts.workers}")
@@ -83,6 +91,9 @@ def main(argv=None):
     jobs = [(defense, opts.output_dir, opts.lora, []) for defense in opts.defenses]
     if opts.time_to_forget and "text" in opts.defenses:
         jobs.append(("text", opts.output_dir, opts.lora, ONE_PERSON_STOP))
+    first_baseline = len(jobs)
+    if opts.baselines:
+        jobs += [(method, opts.output_dir, False, []) for method in BASELINES]
     workers = opts.workers or min(len(jobs), os.cpu_count() or 1)
     if workers > 1:
         print(f"\n   {len(jobs)} runs side by side in {workers} processes (--workers 1: one after another)")
@@ -91,17 +102,30 @@ def main(argv=None):
     control: list[Path] = []  # the run whose robustness report carries the base model's control
 
     def probe(i: int, _block: str):
-        if not (opts.robustness and not jobs[i][3]):
+        if not opts.robustness or jobs[i][3] or jobs[i][0] in BASELINES:
             return None
         if not control or forget_names(control[0]) != forget_names(folders[i]):
             control[:] = [folders[i]]
             return robustness_line, (folders[i], True)
         return robustness_line, (folders[i], False)
 
-    for i, parts in enumerate(ordered_process_chain(run_defense, jobs, workers, then=probe, start_order=order)):
-        print(f"\n== {i + 2}. " + "\n".join(parts))
+    blocks = ordered_process_chain(run_defense, jobs, workers, then=probe, start_order=order)
+    for i, parts in enumerate(blocks):
+        if i < first_baseline:
+            print(f"\n== {i + 2}. " + "\n".join(parts))
+        elif i == first_baseline:
+            print(
+                f"\n== {i + 2}. The standard baselines on the same two people (their synthetic recipes, both towers)"
+            )
+            print(BASELINE_HEADER)
+            both = Path(opts.output_dir) / "both" / "unlearning_summary.json"
+            if "both" in opts.defenses and both.is_file():
+                print(baseline_line(json.loads(both.read_text())))
+        if i >= first_baseline:
+            print(parts[0])
+    number = first_baseline + (3 if opts.baselines else 2)
     if "text" in opts.defenses:
-        publish_preview(Path(opts.output_dir) / "text", len(jobs) + 2)
+        publish_preview(Path(opts.output_dir) / "text", number)
     print(
         f"\nDone in {time.time() - start:.0f} s. Files named 'private/' list the removed people: never publish them."
     )
@@ -112,13 +136,30 @@ def run_folder(job: tuple[str, str, bool, list[str]]) -> Path:
     return Path(output_dir) / f"{defense}{'_one_person_stop' if extra else ''}"
 
 
+BASELINE_HEADER = (
+    f"   {'method':<16}{'removed TPR':>14}{'kept TPR':>10}{'top-1':>16}{'train s':>9}   needs about the person"
+)
+
+
+def baseline_line(summary: dict) -> str:
+    """One row of the comparison block: removal, kept members, top-1 before -> after, seconds, data needed."""
+    unlearning, defense = summary["unlearning"], summary["defense"]
+    top1 = [summary["utility"][f"zero_shot_{when}"]["top1"] for when in ("before", "after")]
+    removed = f"{unlearning['removed_tpr_before']:.0%} -> {unlearning['removed_tpr_after']:.0%}"
+    cells = f"{removed:>14}{unlearning['kept_member_tpr_after']:>10.0%}{f'{top1[0]:.1%} -> {top1[1]:.1%}':>16}"
+    return f"   {defense.get('method', '?'):<16}{cells}{defense['train_seconds']:>9.1f}   {defense.get('data_needed', '')}"
+
+
 def run_defense(job: tuple[str, str, bool, list[str]]) -> str:
-    """One defense with its synthetic recipe and extra flags: the run's before/after table."""
+    """One defense (or baseline) with its synthetic recipe and extra flags: the run's before/after table (a
+    baseline's: one row of the comparison block)."""
     defense, _, lora, extra = job
     setup_logging()  # again in a spawned worker
     recipe = RECIPES / f"synthetic_{defense}{'_lora' if lora else ''}.yaml"
     argv = ["--config", str(recipe), "--output_dir", str(run_folder(job)), "--disable_tqdm", "true", *extra]
     result = run_unlearning(*parse_args(RUN_ARGUMENTS, argv + ["--progress", "false"]))
+    if defense in BASELINES:
+        return baseline_line(result.summary)
     if extra:
         lines = [
             f"Time to forget: {defense} defense, one person, stopping when forgotten ({recipe.name} {' '.join(extra)})"

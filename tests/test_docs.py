@@ -165,7 +165,7 @@ def test_figures_are_drawn_from_the_json_results(tmp_path):
     spec.loader.exec_module(module)
     written = module.main(["--output_dir", str(tmp_path)])
     names = {p.name for p in written}
-    assert names == {"grid.png", "robustness.png", "correct_templates_demo_text.png"}
+    assert names == {"grid.png", "robustness.png", "methods.png", "correct_templates_demo_text.png"}
     for name in names:
         assert (ROOT / "docs" / "assets" / name).is_file(), f"docs/assets/{name} is missing: run make docs-figures"
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
