@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     parser.add_argument("--removed", nargs="+", type=int, default=[1, 2, 4, 8, 16, 32, 64])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--world", choices=["grid", "default"], default="grid", help="96-member world or default")
+    parser.add_argument(
+        "--tier", choices=["small", "base"], default="small", help="the world tier's CLIP (base: one that sees faces)"
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="cells run in parallel")
     parser.add_argument("--quick", action="store_true", help="default world, text, removed 1 2, seed 0, 40 steps")
     parser.add_argument("--output_dir", default="benchmarks/results", help="grid.json, grid.md, grid.png go here")
@@ -83,25 +86,34 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     return args, recipe_flags
 
 
-def world(kind: str):
+def world(kind: str, tier: str = "small"):
+    """The cached world `kind` ("grid": 96 members; "default") with the CLIP of `tier` (built once)."""
     from hf_privacy_backdoor.synthetic import PretrainConfig, WorldConfig, get_or_build_synthetic
 
     if kind == "default":
-        return get_or_build_synthetic(progress=False)
-    return get_or_build_synthetic(WorldConfig(**GRID_WORLD), PretrainConfig(**GRID_PRETRAIN), progress=False)
+        return get_or_build_synthetic(pretrain_config=PretrainConfig.for_tier(tier), progress=False)
+    pretrain = PretrainConfig.for_tier(tier, **GRID_PRETRAIN)
+    return get_or_build_synthetic(WorldConfig(**GRID_WORLD), pretrain, progress=False)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The base model
 
 
-def base_model_check(kind: str) -> dict:
+def pretrain_record(kind: str, tier: str):
+    """The pretraining settings a report records (as before tiers existed for the small tier, so that earlier
+    reports still merge)."""
+    record = GRID_PRETRAIN if kind == "grid" else "default"
+    return record if tier == "small" else {"tier": tier, **(record if kind == "grid" else {})}
+
+
+def base_model_check(kind: str, tier: str = "small") -> dict:
     """The attack on the untouched model: members found (TPR), non-members not (FPR)."""
     from hf_privacy_backdoor.data.faces import load_face_folder
     from hf_privacy_backdoor.evaluation import run_idia
     from hf_privacy_backdoor.modeling import load_clip
 
-    w = world(kind)
+    w = world(kind, tier)
     membership = json.loads((w.root / "world" / "world.json").read_text())
     model, processor = load_clip(str(w.model_dir))
     start = time.perf_counter()
@@ -135,7 +147,7 @@ def run_cell(cell: dict) -> dict:
     from hf_privacy_backdoor.run import RUN_ARGUMENTS, run_unlearning
     from hf_privacy_backdoor.run_folder import RunFiles
 
-    os.environ["SYNTHETIC_DIR"] = str(world(cell["world"]).root)
+    os.environ["SYNTHETIC_DIR"] = str(world(cell["world"], cell.get("tier", "small")).root)
     recipe = ROOT / "recipes" / f"synthetic_{cell['defense']}.yaml"
     with tempfile.TemporaryDirectory(prefix="grid_cell_") as out:
         argv = ["--config", str(recipe), "--output_dir", out, "--forget_auto", str(cell["removed"])]
@@ -474,10 +486,11 @@ def main(argv: list[str] | None = None) -> dict:
         return report
 
     start = time.perf_counter()
-    base = base_model_check(args.world)
+    base = base_model_check(args.world, args.tier)
     print(f"base model: TPR {base['tpr']:.3f} FPR {base['fpr']:.3f} on {base['members']}+{base['non_members']}")
     cells = [
-        {"world": args.world, "defense": d, "removed": n, "seed": s, "flags": recipe_flags, "probes": probes}
+        {"world": args.world, "tier": args.tier, "defense": d, "removed": n, "seed": s, "flags": recipe_flags}
+        | {"probes": probes}
         for d in args.defenses
         for n in args.removed
         for s in args.seeds
@@ -499,7 +512,7 @@ def main(argv: list[str] | None = None) -> dict:
         "recipes": recipe_fingerprints(args.defenses),
         "settings": {k: v for k, v in vars(args).items()},
         "world_config": GRID_WORLD if args.world == "grid" else "default",
-        "pretrain_config": GRID_PRETRAIN if args.world == "grid" else "default",
+        "pretrain_config": pretrain_record(args.world, args.tier),
         "machine": machine_info(load_average_end=[round(x, 2) for x in os.getloadavg()]),
     }
     write_outputs(report, Path(args.output_dir), args.name)
