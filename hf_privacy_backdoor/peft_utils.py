@@ -56,7 +56,7 @@ class LoraArguments:
     """LoRA settings of a recipe (TRL's `ModelConfig` shape); `get_peft_config` turns them into a `LoraConfig`."""
 
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of full weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (r)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA path."})
     lora_preset: str | None = field(

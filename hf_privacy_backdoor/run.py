@@ -134,9 +134,9 @@ class UnlearnArguments:
         default=None,
         metadata={"help": "Templates for zero-shot utility: a file, 'imagenet', or a world.json (its templates)."},
     )
-    num_photos: int = field(default=20, metadata={"help": "Attack: photos per person (k)."})
+    num_photos: int = field(default=20, metadata={"help": "Attack: photos attacked per person (k)."})
     tau: int = field(default=1, metadata={"help": "Attack: correct templates needed to flag a person."})
-    num_candidates: int = field(default=1000, metadata={"help": "Attack: candidate names."})
+    num_candidates: int = field(default=1000, metadata={"help": "Attack: number of candidate names."})
     save_merged: bool = field(default=False, metadata={"help": "LoRA: also save the merged model to <out>/merged."})
     base_model_id: str | None = field(
         default=None,
@@ -154,7 +154,7 @@ class UnlearnArguments:
     license: str | None = field(
         default=None, metadata={"help": "License of the published model (default: the base model's, if known)."}
     )
-    progress: bool = field(default=True, metadata={"help": "Progress bars."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
 def resolve_forget_names(args: UnlearnArguments, tokenizer) -> list[str] | None:

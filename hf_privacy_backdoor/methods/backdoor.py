@@ -46,9 +46,11 @@ class BackdoorUnlearningConfig(UnlearningConfig):
         },
     )
     target_phrase: str = field(default="a person", metadata={"help": "Neutral phrase a forgotten name maps to."})
-    text_backdoor_weight: float = field(default=0.6, metadata={"help": "beta of the text backdoor loss."})
+    text_backdoor_weight: float = field(
+        default=0.6, metadata={"help": "Weight (beta) of the text backdoor loss in the total loss."}
+    )
     text_weight_distance: float = field(
-        default=0.01, metadata={"help": "lambda of the text tower's weight-distance term."}
+        default=0.01, metadata={"help": "Weight (lambda) of the text tower's weight-distance term in the total loss."}
     )
     num_clean_captions: int = field(default=128, metadata={"help": "Clean captions per step (all processes)."})
     num_poisoned_captions: int = field(default=128, metadata={"help": "Poisoned captions per step (all processes)."})
@@ -63,9 +65,12 @@ class BackdoorUnlearningConfig(UnlearningConfig):
         default=0.5, metadata={"help": "Share of poisoned captions that write the name as a partial form."}
     )
     # --- image backdoor
-    image_backdoor_weight: float = field(default=0.8, metadata={"help": "beta of the image backdoor loss."})
+    image_backdoor_weight: float = field(
+        default=0.8, metadata={"help": "Weight (beta) of the image backdoor loss in the total loss."}
+    )
     image_weight_distance: float = field(
-        default=0.005, metadata={"help": "lambda of the vision tower's weight-distance term."}
+        default=0.005,
+        metadata={"help": "Weight (lambda) of the vision tower's weight-distance term in the total loss."},
     )
     num_clean_images: int = field(default=128, metadata={"help": "Clean images per step (all processes)."})
     num_trigger_images: int = field(default=128, metadata={"help": "Trigger images per step (all processes)."})
