@@ -48,6 +48,7 @@ def preset_regex(preset: str) -> str:
 
 
 def default_preset(towers: str) -> str:
+    """The LoRA preset for `towers` ('text', 'image' or 'both'): attention and MLP of the trained tower(s)."""
     return {"text": "text_attn_mlp", "image": "vision_attn_mlp", "both": "both_attn_mlp"}[towers]
 
 

@@ -214,6 +214,13 @@ RUN_ARGUMENTS = (UnlearnArguments, BackdoorUnlearningConfig, LoraArguments)  # w
 
 @dataclass
 class RunResult:
+    """What `run_unlearning` returns: the run folder, the forget list, the public summary and the measurements.
+
+    `before` / `after` are the attack results (with `--evaluate`), `comparison` their comparison, `utility` the
+    utility metrics; `forgotten_checks` has one entry per `stop_when_forgotten` check, and `method_details` what the
+    method chose while training (name-free).
+    """
+
     output_dir: Path
     forget_names: list[str]
     summary: dict[str, Any]

@@ -38,6 +38,7 @@ class FaceSource:
     skipped: list[str] = field(default_factory=list)
 
     def names(self) -> list[str]:
+        """The people's names, in stored order and spelling."""
         return list(self.photos)
 
     def resolve(self, name: str) -> str:
@@ -53,6 +54,7 @@ class FaceSource:
         raise KeyError(name)
 
     def subset(self, names: Sequence[str]) -> FaceSource:
+        """A source with only the people in `names` (looked up with `resolve`, so any spelling works)."""
         return FaceSource({self.resolve(n): list(self.photos[self.resolve(n)]) for n in names}, self.root)
 
     def load(self, name: str, indices: Sequence[int] | None = None) -> list[Image.Image]:
@@ -95,6 +97,7 @@ class DecodedPhotoCache:
         self.bytes = 0
 
     def get(self, path: str) -> Image.Image:
+        """The photo at `path`, decoded to RGB: a copy of the cached image while the file is unchanged."""
         st = os.stat(path)
         key = (path, st.st_mtime_ns, st.st_size)
         image = self.entries.get(key)
@@ -113,6 +116,7 @@ class DecodedPhotoCache:
         return image
 
     def clear(self) -> None:
+        """Drop every cached photo (frees their memory)."""
         self.entries.clear()
         self.bytes = 0
 

@@ -32,6 +32,7 @@ def first_names(gender: str) -> tuple[str, ...]:
 
 
 def surnames() -> tuple[str, ...]:
+    """The bundled surnames the candidate-name generator draws from."""
     return read_resource_lines("surnames.txt")
 
 
@@ -41,6 +42,7 @@ def folder_to_name(folder: str) -> str:
 
 
 def name_to_folder(name: str) -> str:
+    """A written name to its FaceScrub-style folder name: 'Ada Lovelace' -> 'Ada_Lovelace'."""
     return "_".join(name.split())
 
 

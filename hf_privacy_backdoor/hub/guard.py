@@ -167,6 +167,7 @@ def _anchors(name: str) -> set[bytes]:
 
 
 def compile_names(names: Sequence[str]) -> list[_Needle]:
+    """The searchers for `names`, compiled once for many scans (names that normalize to nothing are dropped)."""
     needles = [_Needle.build(i, n) for i, n in enumerate(names, start=1)]
     return [n for n in needles if n is not None]
 

@@ -203,6 +203,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
         super().__init__(model, args, processing_class, forget_names, peft_config, base_model_id, **kwargs)
 
     def make_towers(self, args: BackdoorUnlearningConfig) -> list[BackdoorTower]:
+        """The trained towers, each with its backdoor weight (beta) and, for 'both', its loss weight."""
         scale = args.towers == "both"
         weights = {
             "text": (args.text_backdoor_weight, args.text_loss_weight),
@@ -217,6 +218,9 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
     # Data
 
     def setup_data(self, args, clip, processor) -> None:
+        """Check and store the captions and targets (text) and the trigger photos, clean images and target embedding
+        (image) of the towers `args` trains; fail early on missing or bad data.
+        """
         captions, target_mapping, trigger_photos, clean_images, target = self._given
         del self._given
         self.text_clean = self.text_eligible = self.targets = None
@@ -300,6 +304,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
         )
 
     def warm_teacher_cache(self, model, step: int) -> None:
+        """Embed, in training order, the clean and target inputs of step `step` with the teacher (a resumed run's cache)."""
         if self.args.trains_text:
             batch = self._text_batch(step)
             self._teacher_text(model, batch.clean)

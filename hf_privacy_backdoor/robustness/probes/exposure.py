@@ -121,6 +121,7 @@ def most_exposed(exposure: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
 
 
 def exposure_rows(first: Mapping[str, Any]) -> list[Row]:
+    """Table rows of the exposure probe: one per exposure score (`EXPOSURE_LABELS`); `first` is the first role's results."""
     return [
         (
             f"exposure: {label}",

@@ -142,6 +142,7 @@ def _data_info(data: RelearnData) -> dict:
 
 
 def relearn_rows(first: Mapping[str, Any]) -> list[Row]:
+    """Table rows of the relearning probe: one per (learning rate, steps) setting in `first` (the first role's results)."""
     return [
         (
             f"relearn: lr {s['learning_rate']:g}, {s['steps']} steps",
