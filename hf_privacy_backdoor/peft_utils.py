@@ -88,7 +88,10 @@ class LoraArguments:
 
 
 def get_peft_config(lora_args: LoraArguments, towers: str):
-    """A `peft.LoraConfig` for a recipe's LoRA settings (None without `use_lora`)."""
+    """A `peft.LoraConfig` for a recipe's LoRA settings (None without `use_lora`).
+
+    `towers` ('text', 'image' or 'both') picks the default preset when `lora_args` names neither a preset nor a regex.
+    """
     if not lora_args.use_lora:
         return None
     from peft import LoraConfig

@@ -270,7 +270,11 @@ class PairData:
 
 
 def run_unlearning(args: UnlearnArguments, config: UnlearningConfig, lora: LoraArguments | None = None) -> RunResult:
-    """Run a method as configured; returns the numbers (and writes model, private/ and the summary)."""
+    """Run a method as configured; returns the numbers (and writes model, private/ and the summary).
+
+    `args` holds the run's inputs (model, names, data, evaluation), `config` the method's config (its `method`
+    field picks the trainer), `lora` the LoRA settings (None or `use_lora=False`: full fine-tuning).
+    """
     _check_required(args, config)
     lora = lora or LoraArguments()
     hub_model_id = take_publish_request(args, config)

@@ -186,6 +186,9 @@ def split_photos(
 
     Returns `(trigger_indices, eval_indices)` keyed by the stored name. The split of one person does not
     depend on which other people are listed.
+
+    `fraction` (in (0, 1)) of each person's photos go to the trigger half; each half needs at least `min_each`
+    photos, or a ValueError gives the person's photo count.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"trigger fraction must be in (0, 1), got {fraction}")

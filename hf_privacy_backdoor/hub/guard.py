@@ -283,7 +283,10 @@ def scan_for_names(
 def refuse_on_names(
     sources: Mapping[str, Content] | Iterable[os.PathLike | str | bytes], names: Sequence[str], what: str
 ) -> None:
-    """Raise PublishError listing every hit (place and forget-list position, no name) if any name is found."""
+    """Raise PublishError listing every hit (place and forget-list position, no name) if any name is found.
+
+    `what` names the refused action in the error message (e.g. 'the push').
+    """
     hits = scan_for_names(sources, names)
     if hits:
         listed = "\n".join(f"  - {hit}" for hit in hits)

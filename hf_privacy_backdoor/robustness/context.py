@@ -113,7 +113,10 @@ def make_subject(ctx: ProbeContext, role: str, model: CLIPModel, processor: CLIP
 
 
 def attack_stats(ctx: ProbeContext, result: AttackResult, rename: Mapping[str, str] | None = None) -> dict:
-    """Removed TPR, kept-member TPR, FPR and mean correct templates; per removed person under 'people'."""
+    """Removed TPR, kept-member TPR, FPR and mean correct templates; per removed person under 'people'.
+
+    `rename` maps a person's name to the name `result` holds them under (the variants probe's written forms).
+    """
     rename = rename or {}
     by_name = {p.name: p for p in result.people}
     removed = [by_name[rename.get(n, n)] for n in ctx.run.removed if rename.get(n, n) in by_name]
