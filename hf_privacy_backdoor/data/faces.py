@@ -58,7 +58,10 @@ class FaceSource:
         return FaceSource({self.resolve(n): list(self.photos[self.resolve(n)]) for n in names}, self.root)
 
     def load(self, name: str, indices: Sequence[int] | None = None) -> list[Image.Image]:
-        """Open the photos of `name` as RGB images; unreadable files are skipped with a warning."""
+        """Open the photos of `name` as RGB images; unreadable files are skipped with a warning.
+
+        `indices` picks photos by their position in `photos[name]` (default: all of them).
+        """
         refs = self.photos[self.resolve(name)]
         if indices is not None:
             refs = [refs[i] for i in indices]

@@ -401,8 +401,8 @@ def run_idia(
     `num_photos` (k) photos per person are attacked (people with fewer are skipped), chosen with `seed`, which also
     seeds the `num_candidates` generated candidates; `photo_indices` restricts the listed people to those photos
     (trigger photos must never be evaluated). A person is flagged when at least `tau` templates are correct.
-    `text_batch_size` / `image_batch_size` are batch sizes only (the result does not depend on them); `processor`
-    is the model's `CLIPProcessor`, and `progress` shows progress bars.
+    `text_batch_size` / `image_batch_size` are the prompts / photos per batch; `processor` is the model's
+    `CLIPProcessor`, and `progress` shows progress bars.
     """
     if not isinstance(faces, FaceSource):
         faces = load_face_folder(faces)

@@ -70,7 +70,10 @@ def retry_command(
     license: str | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """The exact `recipes/publish.py` command that publishes this run folder with these settings."""
+    """The exact `recipes/publish.py` command that publishes this run folder with these settings.
+
+    The arguments are `publish`'s.
+    """
     parts = ["python", "recipes/publish.py", "--output_dir", str(run_dir), "--hub_model_id", hub_model_id]
     parts += ["--base_model_id", base_model_id or "OWNER/BASE"]
     options = {
@@ -185,7 +188,10 @@ def stage_run(
 
 
 def stage_card(staging: Path, *, base_model_id: str, license: str | None, hub_model_id: str | None) -> Path:
-    """(Re)write the staged README.md from the staged summary and files."""
+    """(Re)write the staged README.md from the staged summary and files.
+
+    `base_model_id`, `license` and `hub_model_id` are as in `render_model_card`.
+    """
     card = render_model_card(
         read_summary(staging),
         base_model_id=base_model_id,
