@@ -3,6 +3,8 @@
 * README.md is at most 200 lines, every recipe command it shows parses with that recipe's own dataclasses (so a
   renamed flag fails here), its `make` targets exist and its links point at files that exist.
 * The generated configuration reference lists every field of every recipe's dataclasses.
+* Every public class, function, method and property the API pages render has a docstring, and every help string
+  of a recipe's or a method's fields is a sentence (capital first, full stop last).
 * The site builds with `mkdocs build --strict` and its index, API and results pages load in headless Chromium with
   no console error, every image on the results page loaded (natural width > 0), and the API page rendering
   `BackdoorUnlearningTrainer`. Skipped, with the reason, where mkdocs or Chromium is missing (`.ci/run` installs
