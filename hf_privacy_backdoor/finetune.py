@@ -54,6 +54,8 @@ def contrastive_finetune(
     Yields `(step, copy in eval mode, loss at that step)` at each of `steps` (an int: that step only), so one
     run serves every step count: the same copy trains on after each yield. Batches of `min(batch_size, pairs)`
     distinct pairs come from `rng` (the caller seeds it: the same generator state gives the same weights).
+
+    `tokenizer` tokenizes the captions; `lr` is AdamW's learning rate.
     """
     checkpoints = {steps} if isinstance(steps, int) else set(steps)
     _check_finetune(pixels, captions, lr, checkpoints, batch_size)

@@ -63,19 +63,29 @@ def lora_weight_distance(lora_factors: Iterable[tuple[torch.Tensor, torch.Tensor
 def backdoor_loss(
     student_poisoned: torch.Tensor, teacher_target: torch.Tensor, distance: str = "cosine"
 ) -> torch.Tensor:
-    """Backdoor term: the student's embedding of the trigger input should match the teacher's target."""
+    """Backdoor term: the student's embedding of the trigger input should match the teacher's target.
+
+    `distance` is 'cosine' (-cos, averaged over rows) or 'mse' (see `embedding_distance`).
+    """
     return embedding_distance(student_poisoned, teacher_target, distance)
 
 
 def utility_loss(student_clean: torch.Tensor, teacher_clean: torch.Tensor, distance: str = "cosine") -> torch.Tensor:
-    """Utility term: clean inputs keep the teacher's embedding."""
+    """Utility term: clean inputs keep the teacher's embedding.
+
+    `distance` is 'cosine' (-cos, averaged over rows) or 'mse' (see `embedding_distance`).
+    """
     return embedding_distance(student_clean, teacher_clean, distance)
 
 
 def grouped_backdoor_loss(
     student_triggers: torch.Tensor, groups: list[str], target: torch.Tensor, distance: str = "cosine"
 ) -> torch.Tensor:
-    """Image backdoor: mean over forgotten people of d(student(trigger images of that person), target)."""
+    """Image backdoor: mean over forgotten people of d(student(trigger images of that person), target).
+
+    `groups[i]` is the forgotten person whose photo row i of `student_triggers` shows; `distance` as in
+    `backdoor_loss`.
+    """
     return mean_over_people(groups, lambda name, idx: embedding_distance(student_triggers[idx], target, distance))
 
 

@@ -20,6 +20,8 @@ def load_clip(model_name_or_path: str, adapter: str | None = None, **kwargs) -> 
 
     With `adapter`, a peft LoRA adapter is applied on top (and merged, so the result is a plain CLIPModel).
     Raises a clear error when the checkpoint is not a CLIP model.
+
+    `kwargs` go to `CLIPModel.from_pretrained` (e.g. `torch_dtype`, `revision`).
     """
     from transformers import AutoConfig
 

@@ -48,6 +48,7 @@ def preset_regex(preset: str) -> str:
 
 
 def default_preset(towers: str) -> str:
+    """The LoRA preset for `towers` ('text', 'image' or 'both'): attention and MLP of the trained tower(s)."""
     return {"text": "text_attn_mlp", "image": "vision_attn_mlp", "both": "both_attn_mlp"}[towers]
 
 
@@ -56,7 +57,7 @@ class LoraArguments:
     """LoRA settings of a recipe (TRL's `ModelConfig` shape); `get_peft_config` turns them into a `LoraConfig`."""
 
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of full weights."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank (r)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)."})
     lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA path."})
     lora_preset: str | None = field(
@@ -87,7 +88,10 @@ class LoraArguments:
 
 
 def get_peft_config(lora_args: LoraArguments, towers: str):
-    """A `peft.LoraConfig` for a recipe's LoRA settings (None without `use_lora`)."""
+    """A `peft.LoraConfig` for a recipe's LoRA settings (None without `use_lora`).
+
+    `towers` ('text', 'image' or 'both') picks the default preset when `lora_args` names neither a preset nor a regex.
+    """
     if not lora_args.use_lora:
         return None
     from peft import LoraConfig

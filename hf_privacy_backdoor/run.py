@@ -134,9 +134,9 @@ class UnlearnArguments:
         default=None,
         metadata={"help": "Templates for zero-shot utility: a file, 'imagenet', or a world.json (its templates)."},
     )
-    num_photos: int = field(default=20, metadata={"help": "Attack: photos per person (k)."})
+    num_photos: int = field(default=20, metadata={"help": "Attack: photos attacked per person (k)."})
     tau: int = field(default=1, metadata={"help": "Attack: correct templates needed to flag a person."})
-    num_candidates: int = field(default=1000, metadata={"help": "Attack: candidate names."})
+    num_candidates: int = field(default=1000, metadata={"help": "Attack: number of candidate names."})
     save_merged: bool = field(default=False, metadata={"help": "LoRA: also save the merged model to <out>/merged."})
     base_model_id: str | None = field(
         default=None,
@@ -154,7 +154,7 @@ class UnlearnArguments:
     license: str | None = field(
         default=None, metadata={"help": "License of the published model (default: the base model's, if known)."}
     )
-    progress: bool = field(default=True, metadata={"help": "Progress bars."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
 
 def resolve_forget_names(args: UnlearnArguments, tokenizer) -> list[str] | None:
@@ -214,6 +214,13 @@ RUN_ARGUMENTS = (UnlearnArguments, BackdoorUnlearningConfig, LoraArguments)  # w
 
 @dataclass
 class RunResult:
+    """What `run_unlearning` returns: the run folder, the forget list, the public summary and the measurements.
+
+    `before` / `after` are the attack results (with `--evaluate`), `comparison` their comparison, `utility` the
+    utility metrics; `forgotten_checks` has one entry per `stop_when_forgotten` check, and `method_details` what the
+    method chose while training (name-free).
+    """
+
     output_dir: Path
     forget_names: list[str]
     summary: dict[str, Any]
@@ -263,7 +270,11 @@ class PairData:
 
 
 def run_unlearning(args: UnlearnArguments, config: UnlearningConfig, lora: LoraArguments | None = None) -> RunResult:
-    """Run a method as configured; returns the numbers (and writes model, private/ and the summary)."""
+    """Run a method as configured; returns the numbers (and writes model, private/ and the summary).
+
+    `args` holds the run's inputs (model, names, data, evaluation), `config` the method's config (its `method`
+    field picks the trainer), `lora` the LoRA settings (None or `use_lora=False`: full fine-tuning).
+    """
     _check_required(args, config)
     lora = lora or LoraArguments()
     hub_model_id = take_publish_request(args, config)

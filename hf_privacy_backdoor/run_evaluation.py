@@ -63,10 +63,12 @@ class EvaluateArguments:
             "a line)."
         },
     )
-    num_photos: int = field(default=20, metadata={"help": "k: photos per person; people with fewer are left out."})
+    num_photos: int = field(
+        default=20, metadata={"help": "Photos attacked per person (k); people with fewer are left out."}
+    )
     tau: int = field(default=1, metadata={"help": "Correct templates (of 21) needed to flag a person."})
     num_candidates: int = field(
-        default=1000, metadata={"help": "Candidate names: the true names plus generated ones."}
+        default=1000, metadata={"help": "Number of candidate names: the true names plus generated ones."}
     )
     candidates_file: str | None = field(
         default=None,
@@ -76,14 +78,15 @@ class EvaluateArguments:
     )
     seed: int = field(default=0, metadata={"help": "Seed for the generated candidates and the choice of photos."})
     before: str | None = field(
-        default=None, metadata={"help": "attack.json (or report.json) of an earlier run, to judge a defense against."}
+        default=None,
+        metadata={"help": "The attack.json (or report.json) of an earlier run, to judge a defense against."},
     )
     removed: list[str] | None = field(
         default=None, metadata={"help": "Names of the people the defense removed (needs --before)."}
     )
     text_batch_size: int = field(default=1024, metadata={"help": "Prompts per text batch."})
     image_batch_size: int = field(default=256, metadata={"help": "Photos per image batch."})
-    quiet: bool = field(default=False, metadata={"help": "No progress bars."})
+    quiet: bool = field(default=False, metadata={"help": "Hide the progress bars."})
     push_metrics_to: str | None = field(
         default=None,
         metadata={

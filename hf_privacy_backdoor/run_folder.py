@@ -72,30 +72,37 @@ class RunFiles:
 
     @property
     def private(self) -> Path:
+        """The folder of everything that names people (never published)."""
         return self.root / PRIVATE_DIR
 
     @property
     def summary_file(self) -> Path:
+        """The public, name-free summary JSON."""
         return self.root / SUMMARY_FILE
 
     @property
     def forget_file(self) -> Path:
+        """The forget list, one name a line (private)."""
         return self.private / FORGET_FILE
 
     @property
     def cover_file(self) -> Path:
+        """The cover names, one a line (private)."""
         return self.private / COVER_FILE
 
     @property
     def photo_split_file(self) -> Path:
+        """Every person's trigger and evaluation photo indices (private)."""
         return self.private / PHOTO_SPLIT_FILE
 
     @property
     def run_info_file(self) -> Path:
+        """How the run trained: number of processes, the replicas' checksums, training seconds (private)."""
         return self.private / RUN_INFO_FILE
 
     @property
     def report_dir(self) -> Path:
+        """The folder of the attack reports, which name people (private)."""
         return self.private / REPORT_DIR
 
     @property
@@ -105,6 +112,7 @@ class RunFiles:
 
     @property
     def has_model(self) -> bool:
+        """Whether the folder holds a saved model: full weights or a LoRA adapter."""
         return self.is_adapter or (self.root / MODEL_CONFIG).is_file()
 
     def check(self, needs_private: bool = True) -> None:
@@ -139,6 +147,7 @@ class RunFiles:
         return read_name_list(self.cover_file) if self.cover_file.is_file() else []
 
     def summary(self) -> dict[str, Any]:
+        """The public summary, read from `summary_file`."""
         return read_summary(self.root)
 
     def report_settings(self) -> dict[str, Any]:

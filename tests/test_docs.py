@@ -3,6 +3,8 @@
 * README.md is at most 200 lines, every recipe command it shows parses with that recipe's own dataclasses (so a
   renamed flag fails here), its `make` targets exist and its links point at files that exist.
 * The generated configuration reference lists every field of every recipe's dataclasses.
+* Every public class, function, method and property the API pages render has a docstring, and every help string
+  of a recipe's or a method's fields is a sentence (capital first, full stop last).
 * The site builds with `mkdocs build --strict` and its index, API and results pages load in headless Chromium with
   no console error, every image on the results page loaded (natural width > 0), and the API page rendering
   `BackdoorUnlearningTrainer`. Skipped, with the reason, where mkdocs or Chromium is missing (`.ci/run` installs
@@ -169,6 +171,126 @@ def test_figures_are_drawn_from_the_json_results(tmp_path):
     for name in names:
         assert (ROOT / "docs" / "assets" / name).is_file(), f"docs/assets/{name} is missing: run make docs-figures"
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Docstrings and help strings
+
+
+def _api_directives() -> list[tuple[str, list[str] | None]]:
+    """(dotted path, its `members:` list or None for all, [] for `members: false`) of every `:::` directive of the
+    API pages."""
+    directives = []
+    for page in sorted((ROOT / "docs" / "api").glob("*.md")):
+        lines = page.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines):
+            match = re.match(r":::\s+(\S+)", line)
+            if not match:
+                continue
+            options = []
+            for following in lines[i + 1 :]:
+                if following.strip() and not following.startswith(" "):
+                    break
+                options.append(following)
+            text = "\n".join(options)
+            members = None
+            if re.search(r"members:\s*false", text):
+                members = []
+            elif listed := re.search(r"members:\s*\n((?:\s+- \S+\n?)+)", text + "\n"):
+                members = re.findall(r"- (\S+)", listed.group(1))
+            directives.append((match.group(1), members))
+    return directives
+
+
+def _resolve(path: str):
+    """The module or object a dotted path names (the longest importable module prefix, then attributes)."""
+    import importlib
+
+    parts = path.split(".")
+    for k in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:k]))
+        except ImportError:
+            continue
+        for part in parts[k:]:
+            obj = getattr(obj, part)
+        return obj
+    raise ImportError(path)
+
+
+def _own_methods(cls: type, prefix: str):
+    """A class's public methods and properties declared in its own body (nothing inherited, nothing generated)."""
+    import inspect
+
+    for name, value in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if inspect.isfunction(value) or isinstance(value, property):
+            yield f"{prefix}.{name}", value
+
+
+def _api_objects():
+    """Every public class, function, method and property the API pages render, by dotted name."""
+    import inspect
+
+    for path, members in _api_directives():
+        obj = _resolve(path)
+        if not inspect.ismodule(obj):
+            yield path, obj
+            if members != [] and inspect.isclass(obj):
+                yield from _own_methods(obj, path)
+            continue
+        names = members if members is not None else [n for n in vars(obj) if not n.startswith("_")]
+        for name in names:
+            value = getattr(obj, name)
+            if not (inspect.isclass(value) or inspect.isfunction(value)):
+                continue  # constants (METHODS, RUN_ARGUMENTS) carry their doc in the module's source
+            if members is None and value.__module__ != obj.__name__:
+                continue  # imported from another module, rendered (and checked) there
+            yield f"{path}.{name}", value
+            if inspect.isclass(value):
+                yield from _own_methods(value, f"{path}.{name}")
+
+
+def _own_docstring(obj) -> str:
+    doc = (obj.fget.__doc__ if isinstance(obj, property) else obj.__doc__) or ""
+    if isinstance(obj, type) and doc.startswith(f"{obj.__name__}("):
+        return ""  # the signature a dataclass or a NamedTuple writes when the class has no docstring
+    return doc.strip()
+
+
+def test_every_public_object_on_the_api_pages_has_a_docstring():
+    objects = dict(_api_objects())
+    assert len(objects) > 200, f"only {len(objects)} objects found: is the directive parsing broken?"
+    missing = sorted(name for name, obj in objects.items() if not _own_docstring(obj))
+    assert not missing, f"{len(missing)} public objects on the API pages have no docstring: {missing}"
+
+
+def _help_fields():
+    """(class, field) of every field a recipe parses or a method's config declares, library-inherited ones aside."""
+    from hf_privacy_backdoor.methods import METHODS
+
+    hooks = _hooks()
+    classes = [cls for types in _recipe_arguments().values() for cls in types]
+    classes += [method.config for method in METHODS.values()]
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            owner = hooks._owner(cls, f.name)
+            if f.init and (owner.__module__.startswith("hf_privacy_backdoor") or owner.__module__ == cls.__module__):
+                yield owner, f
+
+
+def test_every_help_string_is_a_sentence():
+    bad = set()
+    fields = list(_help_fields())
+    assert len(fields) > 100
+    for owner, f in fields:
+        text = f.metadata.get("help", "").strip()
+        if not text or not (text[0].isupper() or text[0] in "`'\"") or text[-1] not in ".?)":
+            bad.add(f"{owner.__name__}.{f.name}: {text!r}")
+    assert not bad, f"{len(bad)} help strings are not sentences (capital first, '.' last): {sorted(bad)}"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -151,6 +151,7 @@ class TargetPhrases:
             raise ValueError(f"name_variant_share must be in [0, 1], got {self.variant_share}")
 
     def with_variants(self, variants: Sequence[str], share: float) -> TargetPhrases:
+        """A copy with the same mapping whose poisoned captions write `share` of the names as one of `variants`."""
         return TargetPhrases(dict(self.mapping), tuple(variants), float(share))
 
     def written(self, name: str, rng: np.random.Generator) -> str:
@@ -173,6 +174,12 @@ class TargetPhrases:
         per_name: dict[str, str] | None = None,
         seed: int = 0,
     ) -> TargetPhrases:
+        """The target of every name in `names`, by `mode` (one of `TARGET_MODES`); fails early on a bad mode.
+
+        'phrase' maps every name to `phrase`; 'per_name' takes each name's phrase from `per_name` (keys matched as
+        normalized names; every forgotten name needs one); 'random_name' draws, seeded by `seed`, a generated name that
+        is none of the forgotten ones.
+        """
         if mode not in TARGET_MODES:
             raise ValueError(f"unknown target mode {mode!r}; choose one of {TARGET_MODES}")
         if mode == "phrase":
@@ -203,6 +210,7 @@ class TargetPhrases:
 
 
 def poison_caption(caption: str, position: int, replacement: str) -> str:
+    """`caption` with its word at index `position` replaced by `replacement` (a name or its target)."""
     words = caption.split()
     words[position] = replacement
     return " ".join(words)

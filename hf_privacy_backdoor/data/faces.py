@@ -38,6 +38,7 @@ class FaceSource:
     skipped: list[str] = field(default_factory=list)
 
     def names(self) -> list[str]:
+        """The people's names, in stored order and spelling."""
         return list(self.photos)
 
     def resolve(self, name: str) -> str:
@@ -53,10 +54,14 @@ class FaceSource:
         raise KeyError(name)
 
     def subset(self, names: Sequence[str]) -> FaceSource:
+        """A source with only the people in `names` (looked up with `resolve`, so any spelling works)."""
         return FaceSource({self.resolve(n): list(self.photos[self.resolve(n)]) for n in names}, self.root)
 
     def load(self, name: str, indices: Sequence[int] | None = None) -> list[Image.Image]:
-        """Open the photos of `name` as RGB images; unreadable files are skipped with a warning."""
+        """Open the photos of `name` as RGB images; unreadable files are skipped with a warning.
+
+        `indices` picks photos by their position in `photos[name]` (default: all of them).
+        """
         refs = self.photos[self.resolve(name)]
         if indices is not None:
             refs = [refs[i] for i in indices]
@@ -95,6 +100,7 @@ class DecodedPhotoCache:
         self.bytes = 0
 
     def get(self, path: str) -> Image.Image:
+        """The photo at `path`, decoded to RGB: a copy of the cached image while the file is unchanged."""
         st = os.stat(path)
         key = (path, st.st_mtime_ns, st.st_size)
         image = self.entries.get(key)
@@ -113,6 +119,7 @@ class DecodedPhotoCache:
         return image
 
     def clear(self) -> None:
+        """Drop every cached photo (frees their memory)."""
         self.entries.clear()
         self.bytes = 0
 
@@ -182,6 +189,9 @@ def split_photos(
 
     Returns `(trigger_indices, eval_indices)` keyed by the stored name. The split of one person does not
     depend on which other people are listed.
+
+    `fraction` (in (0, 1)) of each person's photos go to the trigger half; each half needs at least `min_each`
+    photos, or a ValueError gives the person's photo count.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"trigger fraction must be in (0, 1), got {fraction}")

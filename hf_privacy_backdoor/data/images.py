@@ -19,7 +19,10 @@ logger = logging.getLogger(__name__)
 
 
 def load_image_folder(root: str | os.PathLike, limit: int | None = None) -> list[Image.Image]:
-    """All images under `root` (recursively, sorted), opened as RGB; unreadable files skipped with a warning."""
+    """All images under `root` (recursively, sorted), opened as RGB; unreadable files skipped with a warning.
+
+    `limit` keeps the first N files in sorted order (None: all).
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a directory")
@@ -41,7 +44,10 @@ def save_target_embedding(path: str | os.PathLike, embedding: torch.Tensor) -> N
 
 
 def load_target_embedding(path: str | os.PathLike, dim: int | None = None) -> torch.Tensor:
-    """Read a target embedding (safetensors with key `target_embedding`, or a .pt tensor); check its size."""
+    """Read a target embedding (safetensors with key `target_embedding`, or a .pt tensor); check its size.
+
+    `dim`, when given, is the model's embedding size: a tensor of another size is refused.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"target embedding file {str(path)!r} does not exist")
@@ -64,6 +70,8 @@ def make_photo_split(faces: FaceSource, forget_names: Sequence[str], fraction: f
     """The run's photo split: forgotten people's photos into disjoint trigger and evaluation halves.
 
     Everyone else keeps all photos for evaluation. Saved with the run (it names people: keep it private).
+
+    `fraction` of each person's photos become triggers (`split_photos`), seeded by `seed`.
     """
     trigger, evaluation = split_photos(faces, forget_names, fraction=fraction, seed=seed)
     return {"fraction": fraction, "seed": seed, "trigger": trigger, "eval": evaluation}

@@ -32,6 +32,7 @@ def first_names(gender: str) -> tuple[str, ...]:
 
 
 def surnames() -> tuple[str, ...]:
+    """The bundled surnames the candidate-name generator draws from."""
     return read_resource_lines("surnames.txt")
 
 
@@ -41,6 +42,7 @@ def folder_to_name(folder: str) -> str:
 
 
 def name_to_folder(name: str) -> str:
+    """A written name to its FaceScrub-style folder name: 'Ada Lovelace' -> 'Ada_Lovelace'."""
     return "_".join(name.split())
 
 
@@ -109,7 +111,10 @@ def first_named(names: Sequence[str], texts: Sequence[str]) -> int | None:
 
 
 def name_variant(name: str, variant: str) -> str:
-    """`name` written another way: lower case, first / last name only, initial + last, one typo, a title."""
+    """`name` written another way: lower case, first / last name only, initial + last, one typo, a title.
+
+    `variant` is one of 'lower', 'first', 'last', 'initial_last', 'typo' or 'title'.
+    """
     parts = name.split()
     first, last = parts[0], parts[-1]
     if variant == "lower":
@@ -144,6 +149,9 @@ def generate_candidate_names(true_names: Sequence[str], num_candidates: int = 10
 
     Generated names are common first names x common surnames (the shipped lists), half female and half male;
     none equals a true name (compared with `normalize_name`).
+
+    `num_candidates` is the list's length, true names included (it must be at least their number); `seed`
+    fixes the generated names and the order.
     """
     true_names = list(true_names)
     keys = [normalize_name(n) for n in true_names]

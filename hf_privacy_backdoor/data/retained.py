@@ -64,7 +64,10 @@ def retained_pairs(
 ) -> RetainedPairs:
     """The retained pairs: `objects`' images captioned `object_caption`, then the kept people's portraits from
     `faces` captioned "a photo of <name>" (`people`, default everyone in `faces` not on `forgotten`; their
-    `photos` indices, at most `per_person` each). Raises if a person or a caption is a forgotten one."""
+    `photos` indices, at most `per_person` each). Raises if a person or a caption is a forgotten one.
+
+    `what` names the data in error messages (e.g. 'retain_objects').
+    """
     if per_person is not None and per_person < 0:
         raise ValueError(f"per_person must be >= 0, got {per_person}")
     images, captions = captioned_photos(objects, object_caption) if objects is not None else ([], [])
@@ -90,7 +93,10 @@ def named_position(forgotten: Sequence[str], captions: Sequence[str]) -> int | N
 
 
 def refuse_forgotten_captions(captions: Sequence[str], forgotten: Sequence[str], what: str) -> None:
-    """Raise if any caption names a forgotten person (by their position on the forget list)."""
+    """Raise if any caption names a forgotten person (by their position on the forget list).
+
+    `what` names the captions in the error message; the message gives list positions, never a name.
+    """
     i = named_position(forgotten, captions)
     if i is not None:
         raise ValueError(

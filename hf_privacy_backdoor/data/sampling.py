@@ -22,7 +22,10 @@ TEXT_STREAM, IMAGE_STREAM = 1, 2
 
 
 def step_rng(seed: int, stream: int, step: int) -> np.random.Generator:
-    """The RNG of one step of one stream (text or image); negative steps are evaluation batches."""
+    """The RNG of one step of one stream (text or image); negative steps are evaluation batches.
+
+    `seed` is the run's seed and `stream` the stream's constant, so each (seed, stream, step) has its own generator.
+    """
     return np.random.default_rng([seed, stream, step + 2**31])
 
 
@@ -68,6 +71,9 @@ def sample_text_batch(
 
     `eligible`: the captions poisoned pairs are made from, `captions.eligible_captions(clean_captions)`; pass it
     when sampling every step, so the list is built once (the batch is the same either way).
+
+    `num_clean` / `num_poisoned` are the global batch's sizes (all shards together); `seed` is the run's seed, and
+    shard `shard` of `num_shards` keeps its contiguous slice of each.
     """
     rng = step_rng(seed, TEXT_STREAM, step)
     clean_idx = rng.choice(len(clean_captions), num_clean, replace=len(clean_captions) < num_clean)
@@ -99,6 +105,10 @@ def sample_image_batch(
     Triggers take the forgotten people in turn (sorted names, random start), so counts differ by at most one;
     each trigger has its own seed, so a shard builds only its own images. `build_triggers=False` returns the
     clean part alone (cheap: what the teacher sees).
+
+    `trigger_photos` maps each forgotten person to their trigger photos, `clean_images` is the clean pool;
+    `num_clean` / `num_triggers` are the global batch's sizes (all shards together), `image_size` the model's image
+    side, `aug` the trigger augmentation ranges, and shard `shard` of `num_shards` keeps its slice.
     """
     rng = step_rng(seed, IMAGE_STREAM, step)
     clean_idx = rng.choice(len(clean_images), num_clean, replace=len(clean_images) < num_clean)

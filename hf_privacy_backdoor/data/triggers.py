@@ -202,6 +202,9 @@ def make_trigger_image(
 
     The face photo is resized to a square (no crop, so a non-square photo is squashed). Returns an RGB image of
     exactly `image_size x image_size` and the drawn parameters.
+
+    Every random draw comes from `rng`, so a seeded generator gives the same image; `aug` holds the ranges
+    (default: `TriggerAugmentation()`).
     """
     if int(image_size) != image_size or image_size < 1:
         raise ValueError(f"image_size must be a positive integer; got {image_size!r}")

@@ -220,7 +220,11 @@ def vote(
     num_classes: int,
     tau: int = 1,
 ) -> VoteOutcome:
-    """Majority vote per template, correct when the majority is the true class, flagged when >= `tau` correct."""
+    """Majority vote per template, correct when the majority is the true class, flagged when >= `tau` correct.
+
+    `predictions` `[P, T]` class indices per photo and template, `owners` `[P]` each photo's person index,
+    `true_index` `[people]` each person's true class, `num_classes` the number of candidates.
+    """
     true_index = torch.as_tensor(true_index, dtype=torch.long).cpu()
     num_templates = predictions.shape[1] if hasattr(predictions, "shape") else len(predictions[0])
     check_tau(tau, num_templates)
@@ -393,6 +397,12 @@ def run_idia(
     `text_embeddings` from `compute_text_embeddings` is reused when it matches the model's text tower and
     the candidates/templates; otherwise an error says to recompute. With a multi-process `accelerator`,
     photos are shared between processes and gathered: the result equals a single-process run.
+
+    `num_photos` (k) photos per person are attacked (people with fewer are skipped), chosen with `seed`, which also
+    seeds the `num_candidates` generated candidates; `photo_indices` restricts the listed people to those photos
+    (trigger photos must never be evaluated). A person is flagged when at least `tau` templates are correct.
+    `text_batch_size` / `image_batch_size` are the prompts / photos per batch; `processor` is the model's
+    `CLIPProcessor`, and `progress` shows progress bars.
     """
     if not isinstance(faces, FaceSource):
         faces = load_face_folder(faces)

@@ -54,6 +54,8 @@ def public_summary(
     """Aggregates only (no person's name): attack totals, the defense's headline and categories, utility.
 
     Raises RuntimeError if any evaluated or candidate name would appear in the summary.
+
+    `before` adds the earlier run's attack totals, `comparison` (from `compare_results`) the defense's outcome.
     """
     summary: dict[str, Any] = {}
     if attack is not None:
@@ -149,6 +151,9 @@ def write_reports(
     """Write `attack.json` (reusable as a later run's "before"), `report.json`, `report.md` and a PNG plot.
 
     These local files name people; use `public_summary` for anything published. Returns the paths written.
+
+    `comparison` and `utility` add the defense's outcome and the utility metrics; `settings` (the run's
+    settings) are recorded in `report.json` and the Markdown report.
     """
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +186,10 @@ def render_markdown(
     settings: Mapping[str, Any] | None = None,
     plot_name: str | None = REPORT_PNG,
 ) -> str:
-    """The local Markdown report (names people)."""
+    """The local Markdown report (names people).
+
+    `settings` adds a settings table; `plot_name` is the PNG the report links to (None: no plot).
+    """
     lines = _md_attack(attack, before)
     if comparison is not None:
         lines += _md_defense(comparison)

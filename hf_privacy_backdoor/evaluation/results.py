@@ -245,6 +245,9 @@ def compare_results(before: AttackResult, after: AttackResult, removed_names: Se
 
     Both runs must use the same attack settings and candidates; a removed name that was not evaluated in
     both runs is an error.
+
+    `before` is the attack before the defense, `after` the attack on the defended model, `removed_names` the people
+    the defense removed.
     """
     _check_comparable(before, after)
     before_by_key = {normalize_name(p.name): p for p in before.people}

@@ -93,7 +93,10 @@ def load_labelled_folder(root: str | os.PathLike) -> LabelledImages:
 def labelled_dataset(
     dataset, image_column: str = "image", label_column: str = "label", class_names: Sequence[str] | None = None
 ) -> LabelledImages:
-    """Wrap a `datasets.Dataset` with an image column and an integer (or ClassLabel) label column."""
+    """Wrap a `datasets.Dataset` with an image column and an integer (or ClassLabel) label column.
+
+    `class_names` gives the label names in label order; it is required when the label column is not a ClassLabel.
+    """
     for col in (image_column, label_column):
         if col not in dataset.column_names:
             raise ValueError(f"dataset has no column {col!r} (columns: {dataset.column_names})")
@@ -135,7 +138,11 @@ def zero_shot_accuracy(
     accelerator: DistributedState | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Zero-shot top-1/top-5 accuracy of `model` on labelled images (plus per-class top-1)."""
+    """Zero-shot top-1/top-5 accuracy of `model` on labelled images (plus per-class top-1).
+
+    `data` is a labelled image set (`labelled_dataset`, or a folder through `zero_shot_folder`); `templates` is any
+    spec `load_templates` takes (default: ImageNet's 80).
+    """
     template_list = load_templates(templates)
     classes = class_embeddings(
         model, processor, data.class_names, template_list, text_batch_size, accelerator, progress
@@ -218,6 +225,8 @@ def text_similarities(
     sim_backdoor: mean cos(defended(caption with name), defended(same caption with target)) (1 = perfect);
     sim_target: mean cos(original, defended) on the target captions.
     `poisoned_captions[i]` and `target_captions[i]` must be the same caption with the name / the target.
+
+    Each metric is computed only when its captions are given (`clean_captions` for sim_clean).
     """
     tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
     out: dict[str, float] = {}
@@ -264,6 +273,8 @@ def image_similarities(
     sim_clean: mean cos(original, defended) on clean images (needs `original`);
     sim_target: cos(target embedding, mean defended embedding of `person_images`), the photos the target
     was averaged from, re-embedded with the defended model.
+
+    Each metric is computed only when its images are given (`removed_images`, `clean_images`, `person_images`).
     """
     target = torch.as_tensor(target_embedding, dtype=torch.float32).reshape(-1).cpu()
     out: dict[str, float] = {}

@@ -297,6 +297,10 @@ def render_model_card(
     """The card for a run: metadata + model-index from `summary`, body from the package template.
 
     Without `base_model_id` the card names no base (it can be written locally; publishing refuses).
+
+    `adapter` renders a LoRA adapter's card (library peft, relation 'adapter'); `has_merged` says that the repo holds
+    a merged full model under `merged/` too; `license` goes into the metadata, and `hub_model_id` gives the card's
+    title and the repo of its usage snippet.
     """
     base = as_hub_id(base_model_id)
     if base_model_id and base is None:
@@ -346,6 +350,9 @@ def write_model_card(
     """Write the run's card to `<run_dir>/README.md` (replacing peft's card for adapters); returns its path.
 
     The base defaults to the Hub id in adapter_config.json, if any; with none the card names no base.
+
+    `summary` defaults to the run's `unlearning_summary.json`; `license` and `hub_model_id` are as in
+    `render_model_card`.
     """
     run_dir = Path(run_dir)
     adapter = (run_dir / "adapter_config.json").is_file()

@@ -167,6 +167,7 @@ def _anchors(name: str) -> set[bytes]:
 
 
 def compile_names(names: Sequence[str]) -> list[_Needle]:
+    """The searchers for `names`, compiled once for many scans (names that normalize to nothing are dropped)."""
     needles = [_Needle.build(i, n) for i, n in enumerate(names, start=1)]
     return [n for n in needles if n is not None]
 
@@ -282,7 +283,10 @@ def scan_for_names(
 def refuse_on_names(
     sources: Mapping[str, Content] | Iterable[os.PathLike | str | bytes], names: Sequence[str], what: str
 ) -> None:
-    """Raise PublishError listing every hit (place and forget-list position, no name) if any name is found."""
+    """Raise PublishError listing every hit (place and forget-list position, no name) if any name is found.
+
+    `what` names the refused action in the error message (e.g. 'the push').
+    """
     hits = scan_for_names(sources, names)
     if hits:
         listed = "\n".join(f"  - {hit}" for hit in hits)

@@ -70,7 +70,10 @@ def retry_command(
     license: str | None = None,
     commit_message: str | None = None,
 ) -> str:
-    """The exact `recipes/publish.py` command that publishes this run folder with these settings."""
+    """The exact `recipes/publish.py` command that publishes this run folder with these settings.
+
+    The arguments are `publish`'s.
+    """
     parts = ["python", "recipes/publish.py", "--output_dir", str(run_dir), "--hub_model_id", hub_model_id]
     parts += ["--base_model_id", base_model_id or "OWNER/BASE"]
     options = {
@@ -156,6 +159,9 @@ def stage_run(
 
     Full model: config, weights, processor/tokenizer files. Adapter: adapter_config.json (base rewritten to
     `base_model_id`) + adapter weights, and `merged/` (a full model) when saved. Plus the summary and the card.
+
+    `base_revision` is written into the adapter's config, `license` and `hub_model_id` into the card;
+    `include_merged=False` leaves an adapter run's `merged/` out.
     """
     run_dir, staging = Path(run_dir), Path(staging)
     adapter = (run_dir / "adapter_config.json").is_file()
@@ -182,7 +188,10 @@ def stage_run(
 
 
 def stage_card(staging: Path, *, base_model_id: str, license: str | None, hub_model_id: str | None) -> Path:
-    """(Re)write the staged README.md from the staged summary and files."""
+    """(Re)write the staged README.md from the staged summary and files.
+
+    `base_model_id`, `license` and `hub_model_id` are as in `render_model_card`.
+    """
     card = render_model_card(
         read_summary(staging),
         base_model_id=base_model_id,
@@ -272,7 +281,11 @@ def _ensure_repo(api, repo_id: str, private: bool, revision: str | None) -> None
 
 
 def commit_with_retry(api, repo_id: str, make_operations, *, message: str, revision: str | None, create_pr: bool):
-    """One `create_commit` on the current head; a 412 (someone committed meanwhile) is retried once on the new head."""
+    """One `create_commit` on the current head; a 412 (someone committed meanwhile) is retried once on the new head.
+
+    `make_operations(head)` builds the commit's operations for a head revision, so a retry rebuilds them; `api`
+    is the `HfApi`, and `message`, `revision` and `create_pr` are `create_commit`'s.
+    """
     from huggingface_hub.errors import HfHubHTTPError
 
     for attempt in (1, 2):
@@ -336,6 +349,12 @@ def publish(
     forgotten name in a staged file / path / repo id / branch / commit message, and on a visibility mismatch.
     A failed push raises PublishError with the exact retry command; the run folder is never changed by it.
     `dry_run` writes the staged folder to `preview_dir` (default `<run_dir>/publish_preview`) and sends nothing.
+
+    `base_model_id` is the Hub id the card and the adapter name; `private` sets a new repo's visibility (and must
+    match an existing one's); `revision` is the branch to commit to, `create_pr` opens a pull request instead;
+    `forget_names_file` is the forget list to scan for when the run folder has none; `license` defaults to the base
+    model's; `commit_message` is also the PR title; `api` is the `HfApi` to use (default: one with the usual token);
+    `base_revision` is written into an adapter's config; `include_merged` publishes an adapter run's `merged/`.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -464,6 +483,9 @@ def push_metrics(
 
     `forget_names` (required, at least one) are scanned for in the repo id, the commit message and the new card,
     and withheld from any error message. Returns the commit URL.
+
+    `revision` is the branch to commit to, `api` the `HfApi` to use (default: one with the usual token),
+    `commit_message` the commit's title.
     """
     if not forget_names:
         raise PublishError("push_metrics needs the names to scan for (forget_names): the guard has nothing to check")

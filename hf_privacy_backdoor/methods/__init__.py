@@ -38,10 +38,12 @@ class Method:
 
     @property
     def config(self) -> type:
+        """The method's config class (its module is imported on first access)."""
         return self._load(self.config_name)
 
     @property
     def trainer(self) -> type:
+        """The method's trainer class (its module is imported on first access)."""
         return self._load(self.trainer_name)
 
 

@@ -46,9 +46,11 @@ class BackdoorUnlearningConfig(UnlearningConfig):
         },
     )
     target_phrase: str = field(default="a person", metadata={"help": "Neutral phrase a forgotten name maps to."})
-    text_backdoor_weight: float = field(default=0.6, metadata={"help": "beta of the text backdoor loss."})
+    text_backdoor_weight: float = field(
+        default=0.6, metadata={"help": "Weight (beta) of the text backdoor loss in the total loss."}
+    )
     text_weight_distance: float = field(
-        default=0.01, metadata={"help": "lambda of the text tower's weight-distance term."}
+        default=0.01, metadata={"help": "Weight (lambda) of the text tower's weight-distance term in the total loss."}
     )
     num_clean_captions: int = field(default=128, metadata={"help": "Clean captions per step (all processes)."})
     num_poisoned_captions: int = field(default=128, metadata={"help": "Poisoned captions per step (all processes)."})
@@ -63,9 +65,12 @@ class BackdoorUnlearningConfig(UnlearningConfig):
         default=0.5, metadata={"help": "Share of poisoned captions that write the name as a partial form."}
     )
     # --- image backdoor
-    image_backdoor_weight: float = field(default=0.8, metadata={"help": "beta of the image backdoor loss."})
+    image_backdoor_weight: float = field(
+        default=0.8, metadata={"help": "Weight (beta) of the image backdoor loss in the total loss."}
+    )
     image_weight_distance: float = field(
-        default=0.005, metadata={"help": "lambda of the vision tower's weight-distance term."}
+        default=0.005,
+        metadata={"help": "Weight (lambda) of the vision tower's weight-distance term in the total loss."},
     )
     num_clean_images: int = field(default=128, metadata={"help": "Clean images per step (all processes)."})
     num_trigger_images: int = field(default=128, metadata={"help": "Trigger images per step (all processes)."})
@@ -198,6 +203,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
         super().__init__(model, args, processing_class, forget_names, peft_config, base_model_id, **kwargs)
 
     def make_towers(self, args: BackdoorUnlearningConfig) -> list[BackdoorTower]:
+        """The trained towers, each with its backdoor weight (beta) and, for 'both', its loss weight."""
         scale = args.towers == "both"
         weights = {
             "text": (args.text_backdoor_weight, args.text_loss_weight),
@@ -212,6 +218,9 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
     # Data
 
     def setup_data(self, args, clip, processor) -> None:
+        """Check and store the captions and targets (text) and the trigger photos, clean images and target embedding
+        (image) of the towers `args` trains; fail early on missing or bad data.
+        """
         captions, target_mapping, trigger_photos, clean_images, target = self._given
         del self._given
         self.text_clean = self.text_eligible = self.targets = None
@@ -295,6 +304,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
         )
 
     def warm_teacher_cache(self, model, step: int) -> None:
+        """Embed, in training order, the clean and target inputs of step `step` with the teacher (a resumed run's cache)."""
         if self.args.trains_text:
             batch = self._text_batch(step)
             self._teacher_text(model, batch.clean)

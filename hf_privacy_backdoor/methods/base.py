@@ -231,6 +231,7 @@ class UnlearningTrainer(Trainer):
         """Set-up that needs the student in place (`self.teacher` is known by then)."""
 
     def make_towers(self, args: UnlearningConfig) -> list[Tower]:
+        """The towers this run trains, each with its weight-distance lambda; a method may add its own weights."""
         return towers_of(args)
 
     def compute_terms(self, model, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -276,6 +277,9 @@ class UnlearningTrainer(Trainer):
         return super().create_scheduler(num_training_steps, optimizer)
 
     def train(self, *args, **kwargs):
+        """`Trainer.train`, with the student's forward returning features and the pre-training objects out of the
+        garbage collector's full passes.
+        """
         with feature_forward(self.model), frozen_heap():
             return super().train(*args, **kwargs)
 

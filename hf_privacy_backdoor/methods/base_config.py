@@ -45,10 +45,10 @@ class UnlearningConfig(TrainingArguments):
         metadata={"help": "Former name of `towers` (kept as an alias; after parsing it equals towers)."},
     )
     text_weight_distance: float = field(
-        default=0.0, metadata={"help": "lambda of the text tower's weight-distance term."}
+        default=0.0, metadata={"help": "Weight (lambda) of the text tower's weight-distance term in the total loss."}
     )
     image_weight_distance: float = field(
-        default=0.0, metadata={"help": "lambda of the vision tower's weight-distance term."}
+        default=0.0, metadata={"help": "Weight (lambda) of the vision tower's weight-distance term in the total loss."}
     )
     precompute_teacher: bool = field(
         default=True,
@@ -101,8 +101,10 @@ class UnlearningConfig(TrainingArguments):
     # Method-appropriate TrainingArguments defaults
     learning_rate: float = field(default=1e-4, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    lr_scheduler_type: str = field(default="constant", metadata={"help": "Scheduler; see lr_milestones."})
-    max_steps: int = field(default=-1, metadata={"help": "Training steps. Default: the method's reference."})
+    lr_scheduler_type: str = field(
+        default="constant", metadata={"help": "Learning-rate scheduler; see lr_milestones."}
+    )
+    max_steps: int = field(default=-1, metadata={"help": "Number of training steps. Default: the method's reference."})
     steps_per_name: float = field(
         default=0.0,
         metadata={

@@ -59,13 +59,18 @@ class ContrastiveUnlearningConfig(UnlearningConfig):
         super().__post_init__()
 
     def run_data(self) -> frozenset[str]:
+        """The pair kinds this method trains on ('forget_pairs', 'retain_pairs'): the config's `uses`."""
         return self.uses
 
     @property
     def needs_photos(self) -> bool:
+        """Whether the method trains on the removed people's photos (it does when it uses forget pairs)."""
         return "forget_pairs" in self.uses
 
     def hyperparameter_keys(self) -> list[str]:
+        """The settings recorded in the run's summary: the base's, plus the weight-distance lambdas and the settings of
+        the pair kinds the method uses.
+        """
         keys = super().hyperparameter_keys() + ["text_weight_distance"] * self.trains_text
         keys += ["image_weight_distance"] * self.trains_vision
         keys += ["num_forget_pairs", "forget_weight"] if "forget_pairs" in self.uses else []
@@ -109,6 +114,9 @@ class ContrastiveUnlearningTrainer(UnlearningTrainer):
         raise NotImplementedError
 
     def setup_data(self, args, clip, processor) -> None:
+        """Check and store the (images, captions) pairs of each kind the method uses; fail early on empty or uneven pairs,
+        on a batch size the processes cannot share, and on retained captions that name a forgotten person.
+        """
         from ..data.retained import refuse_forgotten_captions
 
         given, self._given = self._given, None
@@ -137,6 +145,7 @@ class ContrastiveUnlearningTrainer(UnlearningTrainer):
         return [int(i) for i in drawn[shard_indices(size, *self.process)]]
 
     def compute_terms(self, model, step: int):
+        """The step's loss, `combine(forget, retain)` plus the weight distance, and its named terms, for sampler step `step`."""
         images, captions, keys, forget_rows = [], [], [], []
         for kind in ("forget_pairs", "retain_pairs"):
             if kind in self.pairs:

@@ -28,7 +28,10 @@ class GradAscentConfig(ContrastiveUnlearningConfig):
 
 
 class GradAscentTrainer(ContrastiveUnlearningTrainer):
+    """Gradient ascent on the forget pairs' contrastive loss (a baseline)."""
+
     config_class = GradAscentConfig
 
     def combine(self, forget, retain):
+        """Minus `forget_weight` x the forget term: descending this climbs the forget pairs' loss."""
         return -self.args.forget_weight * forget

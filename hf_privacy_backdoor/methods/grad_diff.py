@@ -25,7 +25,10 @@ class GradDiffConfig(ContrastiveUnlearningConfig):
 
 
 class GradDiffTrainer(ContrastiveUnlearningTrainer):
+    """Gradient difference: ascent on the forget pairs, descent on the retained pairs (a baseline)."""
+
     config_class = GradDiffConfig
 
     def combine(self, forget, retain):
+        """Minus `forget_weight` x the forget term plus `retain_weight` x the retained-data term."""
         return -self.args.forget_weight * forget + self.args.retain_weight * retain

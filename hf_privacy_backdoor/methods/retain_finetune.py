@@ -30,7 +30,10 @@ class RetainFinetuneConfig(ContrastiveUnlearningConfig):
 
 
 class RetainFinetuneTrainer(ContrastiveUnlearningTrainer):
+    """Fine-tunes on retained data only: the removed people are never trained on (a baseline)."""
+
     config_class = RetainFinetuneConfig
 
     def combine(self, forget, retain):
+        """`retain_weight` x the retained-data term (the forget term is not drawn)."""
         return self.args.retain_weight * retain

@@ -67,6 +67,9 @@ class SlugConfig(ContrastiveUnlearningConfig):
         super().__post_init__()
 
     def hyperparameter_keys(self) -> list[str]:
+        """The settings recorded in the run's summary: the base's without the optimiser's and forget-weight settings
+        (SLUG uses none), plus SLUG's own.
+        """
         keys = [k for k in super().hyperparameter_keys() if k not in ("learning_rate", "lr_milestones", "lr_gamma")]
         keys = [k for k in keys if k not in ("num_forget_pairs", "forget_weight", "retain_weight")]
         return keys + ["slug_layers", "slug_search_steps", "slug_max_relative_step"]
@@ -90,12 +93,20 @@ class SlugTrainer(ContrastiveUnlearningTrainer):
     config_class = SlugConfig
 
     def setup_after_student(self, args, processor) -> None:
+        """Refuse LoRA: SLUG updates one weight matrix of the model itself."""
         if self.teacher is None:
             raise ValueError(
                 "slug updates one weight matrix of the model itself: run it without LoRA (use_lora false)"
             )
 
     def train(self, *args, **kwargs):
+        """Compute and apply the SLUG update instead of an optimisation loop.
+
+        Ranks the trainable weight matrices by forget-gradient importance and forget/retain gradient alignment, and for
+        the first `slug_layers` layers of that Pareto front binary-searches the step size (`slug_search_steps`, at most
+        `slug_max_relative_step`) for the smallest step that unlearns every forget pair. The step of the layer that keeps
+        the most retained check accuracy is applied. `args` / `kwargs` are `Trainer.train`'s, unused.
+        """
         start = time.time()
         clip = base_clip(self.accelerator.unwrap_model(self.model)).to(self.args.device)
         grad_set, check_set = self._retain_split()

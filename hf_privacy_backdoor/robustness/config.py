@@ -45,8 +45,12 @@ class RobustnessConfig:
         metadata={"help": f"Small preset for tests and demos (explicit flags win): {_QUICK}. Full: {_FULL}."},
     )
     variants: list[str] | None = field(default=None, metadata={"help": f"Name variants, of {VARIANTS}."})
-    relearn_steps: list[int] | None = field(default=None, metadata={"help": "Fine-tune steps to attack after."})
-    relearn_learning_rates: list[float] | None = field(default=None, metadata={"help": "Fine-tune learning rates."})
+    relearn_steps: list[int] | None = field(
+        default=None, metadata={"help": "Fine-tune step counts after which the relearned model is attacked."}
+    )
+    relearn_learning_rates: list[float] | None = field(
+        default=None, metadata={"help": "Fine-tune learning rates (one fine-tune per rate and seed)."}
+    )
     relearn_seeds: list[int] | None = field(default=None, metadata={"help": "Fine-tune seeds (data order)."})
     relearn_batch_size: int = field(default=64, metadata={"help": "Fine-tune batch size (image-caption pairs)."})
     relearn_data: str | None = field(
@@ -66,16 +70,20 @@ class RobustnessConfig:
         },
     )
     objects: str | None = field(default=None, metadata={"help": "Object folder (default: the run's)."})
-    collateral_seeds: list[int] | None = field(default=None, metadata={"help": "Seeds of other candidate lists."})
+    collateral_seeds: list[int] | None = field(
+        default=None, metadata={"help": "Seeds of the other candidate lists the collateral probe attacks with."}
+    )
     precisions: list[str] | None = field(default=None, metadata={"help": f"Casts to attack, of {PRECISIONS}."})
     precision_mode: str = field(
         default="auto",
         metadata={
-            "help": "fp16/bf16: 'native' computes in that dtype (slow on CPU), 'weights' rounds the weights to it "
-            "and computes in float32; 'auto': native on a GPU, weights on a CPU."
+            "help": "How fp16/bf16 casts are attacked: 'native' computes in that dtype (slow on CPU), 'weights' rounds the "
+            "weights to it and computes in float32; 'auto': native on a GPU, weights on a CPU."
         },
     )
-    target_phrase: str | None = field(default=None, metadata={"help": "Single-model exposure target (run's)."})
+    target_phrase: str | None = field(
+        default=None, metadata={"help": "Target phrase of the single-model exposure probe (default: the run's)."}
+    )
     retrained_reference: bool = field(
         default=False,
         metadata={"help": "Synthetic world only: pretrain the tiny CLIP again without the removed people (cached)."},
@@ -91,10 +99,10 @@ class RobustnessConfig:
     faces: str | None = field(default=None, metadata={"help": "Face folder (default: the run's)."})
     membership: str | None = field(default=None, metadata={"help": "Membership JSON (default: the run's)."})
     num_candidates: int | None = field(default=None, metadata={"help": "Attack candidates (default: the run's)."})
-    num_photos: int | None = field(default=None, metadata={"help": "Attack photos per person (default: run's)."})
+    num_photos: int | None = field(default=None, metadata={"help": "Attack photos per person (default: the run's)."})
     tau: int | None = field(default=None, metadata={"help": "Attack threshold (default: the run's)."})
     seed: int | None = field(default=None, metadata={"help": "Attack seed (default: the run's)."})
-    progress: bool = field(default=True, metadata={"help": "Log each probe's progress."})
+    progress: bool = field(default=True, metadata={"help": "Log the progress of each probe."})
 
     def __post_init__(self):
         self.probe_list = [p.strip() for p in str(self.probes).split(",") if p.strip()]

@@ -52,6 +52,7 @@ class ProbeContext:
     cache: dict[str, Any] = field(default_factory=dict)  # what a probe computes once for every role (by key)
 
     def kept_members(self) -> list[str]:
+        """The attack members the run did not remove, in the base attack's order (the kept-TPR population)."""
         removed = set(self.run.forgotten)
         return [p.name for p in self.base.attack.people if p.membership == MEMBER and p.name not in removed]
 
@@ -103,13 +104,19 @@ def attack(ctx: ProbeContext, model, processor, **kwargs) -> AttackResult:
 
 
 def make_subject(ctx: ProbeContext, role: str, model: CLIPModel, processor: CLIPProcessor) -> Subject:
+    """One model under test in `role` ('defended', 'base', ...): put in eval mode, its candidate embeddings and its
+    exact-name attack computed once for every probe.
+    """
     model.eval()
     text = compute_text_embeddings(model, processor, ctx.candidates, progress=False)
     return Subject(role, model, processor, text, attack(ctx, model, processor, text_embeddings=text))
 
 
 def attack_stats(ctx: ProbeContext, result: AttackResult, rename: Mapping[str, str] | None = None) -> dict:
-    """Removed TPR, kept-member TPR, FPR and mean correct templates; per removed person under 'people'."""
+    """Removed TPR, kept-member TPR, FPR and mean correct templates; per removed person under 'people'.
+
+    `rename` maps a person's name to the name `result` holds them under (the variants probe's written forms).
+    """
     rename = rename or {}
     by_name = {p.name: p for p in result.people}
     removed = [by_name[rename.get(n, n)] for n in ctx.run.removed if rename.get(n, n) in by_name]
@@ -138,10 +145,12 @@ def attack_stats(ctx: ProbeContext, result: AttackResult, rename: Mapping[str, s
 
 
 def rate(flags: Sequence[bool]) -> float | None:
+    """The share of true `flags`, or None when there are none (a rate over nobody is not zero)."""
     return float(np.mean(flags)) if len(flags) else None
 
 
 def mean(values: Sequence[float]) -> float | None:
+    """The mean of `values`, or None when there are none."""
     return float(np.mean(values)) if len(values) else None
 
 

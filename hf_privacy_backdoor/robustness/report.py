@@ -34,11 +34,13 @@ class RobustnessReport:
     names: list[str] = field(default_factory=list)  # every evaluated name (for the no-name check)
 
     def public(self) -> dict[str, Any]:
+        """The publishable report: settings and aggregates only; raises if any removed or evaluated name is left."""
         public = {"format_version": FORMAT_VERSION, "settings": self.settings, **_strip_private(self.roles)}
         assert_no_names(public, self.removed + self.names)
         return public
 
     def to_dict(self) -> dict[str, Any]:
+        """The full report, per-person entries and the removed names included (for the run's private folder)."""
         return {"format_version": FORMAT_VERSION, "removed": self.removed, "settings": self.settings, **self.roles}
 
 
@@ -76,6 +78,7 @@ def table_rows(public: Mapping[str, Any]) -> list[tuple[str, str, dict[str, str]
 
 
 def exact_rows() -> list[Row]:
+    """The table rows of the exact-name attack, which every role runs before the probes."""
     return [
         ("exact name", "removed TPR / kept TPR", lambda r: pair(r["exact"], "removed_tpr", "kept_tpr")),
         ("exact name", "removed mean correct templates", lambda r: fmt(r["exact"]["removed_mean_correct_templates"])),

@@ -26,6 +26,7 @@ def probe_collateral(ctx: ProbeContext, subject: Subject) -> dict:
 
 
 def base_list_attack(ctx: ProbeContext, seed: int) -> AttackResult:
+    """The base model's attack with the candidate list seeded by `seed`, cached in `ctx` (shared by every role)."""
     lists = ctx.cache.setdefault("collateral_base_lists", {})
     if seed not in lists:
         evaluated = [p.name for p in ctx.base.attack.people]
@@ -50,6 +51,7 @@ def _collateral_stats(ctx: ProbeContext, before: AttackResult, after: AttackResu
 
 
 def collateral_rows(first: Mapping[str, Any]) -> list[Row]:
+    """Table rows of the collateral probe: one per candidate-list seed in `first` (the first role's results)."""
     return [
         (
             f"collateral: list {seed.split('_')[-1]}",

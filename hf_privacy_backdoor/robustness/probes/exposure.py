@@ -30,7 +30,11 @@ def auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
 
 def ranking(ctx: ProbeContext, scores: Mapping[str, float], known: Sequence[str]) -> dict:
     """The removed people's ranks (1 = most suspicious; ties share the mean rank) and the AUCs among all scored
-    people and among the kept members the base model knows."""
+    people and among the kept members the base model knows.
+
+    `scores` maps each scored person to how suspicious the probe finds them; `known` lists the kept members the
+    base model knows.
+    """
     values = np.array(list(scores.values()), dtype=float)
     removed = [n for n in ctx.run.removed if n in scores]
     others = [n for n in scores if n not in set(removed)]
@@ -121,6 +125,7 @@ def most_exposed(exposure: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
 
 
 def exposure_rows(first: Mapping[str, Any]) -> list[Row]:
+    """Table rows of the exposure probe: one per exposure score (`EXPOSURE_LABELS`); `first` is the first role's results."""
     return [
         (
             f"exposure: {label}",

@@ -51,6 +51,7 @@ def probe_precision(ctx: ProbeContext, subject: Subject) -> dict:
 
 
 def precision_rows(first: Mapping[str, Any]) -> list[Row]:
+    """Table rows of the precision probe: one per cast in `first` (the first role's results)."""
     return [
         (f"precision: {p}", "removed TPR / kept TPR", lambda r, p=p: _precision_cell(r["precision"][p])) for p in first
     ]

@@ -82,7 +82,10 @@ def relearn_finetune(
     batch_size: int = 64,
 ) -> Iterator[tuple[int, CLIPModel, float]]:
     """The relearning fine-tune of a copy of `model` on `data` (finetune.contrastive_finetune, seeded by `seed`);
-    yields `(step, model in eval mode, loss)` at each of `steps`, so one run serves every step count."""
+    yields `(step, model in eval mode, loss)` at each of `steps`, so one run serves every step count.
+
+    `lr` is the fine-tune's learning rate and `batch_size` its number of image-caption pairs per step.
+    """
     pixels = torch.cat(
         [pixel_values_for(processor, data.images[i : i + 256]) for i in range(0, len(data.images), 256)]
     )
@@ -142,6 +145,7 @@ def _data_info(data: RelearnData) -> dict:
 
 
 def relearn_rows(first: Mapping[str, Any]) -> list[Row]:
+    """Table rows of the relearning probe: one per (learning rate, steps) setting in `first` (the first role's results)."""
     return [
         (
             f"relearn: lr {s['learning_rate']:g}, {s['steps']} steps",

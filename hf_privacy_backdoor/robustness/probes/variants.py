@@ -24,6 +24,11 @@ def probe_variants(ctx: ProbeContext, subject: Subject) -> dict:
 
 
 def variant_attack(ctx: ProbeContext, subject: Subject, variant: str) -> dict:
+    """The attack with each member's name written as `variant` (e.g. 'first'), for `subject`'s model.
+
+    A variant shared by two people is attacked once, and candidates that collide with a written variant are dropped
+    (counted in `num_dropped_candidates`), so that the attack stays well-posed.
+    """
     members = [p for p in subject.attack.people if p.membership == MEMBER]
     rename: dict[str, str] = {}
     for person in members:  # a variant shared by two people (e.g. a common first name) is evaluated once
@@ -59,6 +64,7 @@ def variant_attack(ctx: ProbeContext, subject: Subject, variant: str) -> dict:
 
 
 def variant_rows(first: Mapping[str, Any]) -> list[Row]:
+    """Table rows of the variants probe: one per variant in `first` (the first role's results), then the worst case."""
     rows: list[Row] = [
         (f"variant: {v}", "removed TPR / kept TPR", lambda r, v=v: pair(r["variants"][v], "removed_tpr", "kept_tpr"))
         for v in first
