@@ -282,19 +282,9 @@ def _text_batch(setup: Setup, clean, targets, step: int):
 
 def _image_batch(setup: Setup, step: int, build_triggers: bool = True):
     from hf_privacy_backdoor.data.sampling import sample_image_batch
-    from hf_privacy_backdoor.data.triggers import TriggerAugmentation
 
     c = setup.config
-    jitter = (1 - c.trigger_color_jitter, 1 + c.trigger_color_jitter)
-    aug = TriggerAugmentation(
-        scale_range=(c.trigger_scale_min, c.trigger_scale_max),
-        flip_p=c.trigger_flip_p,
-        brightness=jitter,
-        contrast=jitter,
-        saturation=jitter,
-        hue=(-c.trigger_hue_shift, c.trigger_hue_shift),
-        rotation=(-c.trigger_rotation, c.trigger_rotation),
-    )
+    aug = c.trigger_augmentation()
     return sample_image_batch(
         setup.image.trigger_photos,
         setup.image.clean_images,

@@ -110,6 +110,19 @@ class BackdoorUnlearningConfig(UnlearningConfig):
         "to a neutral phrase or face, so the model no longer links them."
     )
 
+    def trigger_augmentation(self) -> TriggerAugmentation:
+        """The random trigger augmentation these settings describe (scale, flip, colour jitter, hue, rotation)."""
+        jitter = (1 - self.trigger_color_jitter, 1 + self.trigger_color_jitter)
+        return TriggerAugmentation(
+            scale_range=(self.trigger_scale_min, self.trigger_scale_max),
+            flip_p=self.trigger_flip_p,
+            brightness=jitter,
+            contrast=jitter,
+            saturation=jitter,
+            hue=(-self.trigger_hue_shift, self.trigger_hue_shift),
+            rotation=(-self.trigger_rotation, self.trigger_rotation),
+        )
+
     def __post_init__(self):
         if self.target_mode not in TARGET_MODES:
             raise ValueError(f"unknown target_mode {self.target_mode!r}: choose one of {TARGET_MODES}")
@@ -264,16 +277,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
             raise ValueError(f"target embedding has {target.numel()} values; this model embeds in {dim}")
         self.trigger_photos, self.clean_images, self.target_embedding = photos, list(clean_images), target
         self.image_size = clip.config.vision_config.image_size
-        jitter = (1 - args.trigger_color_jitter, 1 + args.trigger_color_jitter)
-        self.trigger_aug = TriggerAugmentation(
-            scale_range=(args.trigger_scale_min, args.trigger_scale_max),
-            flip_p=args.trigger_flip_p,
-            brightness=jitter,
-            contrast=jitter,
-            saturation=jitter,
-            hue=(-args.trigger_hue_shift, args.trigger_hue_shift),
-            rotation=(-args.trigger_rotation, args.trigger_rotation),
-        )
+        self.trigger_aug = args.trigger_augmentation()
 
     def _text_batch(self, step: int):
         args = self.args
