@@ -737,8 +737,9 @@ def _load_caption_source(args: UnlearnArguments) -> list[str]:
 
 
 def _save_trigger_grid(trainer, path: Path, num_images: int = 32) -> None:
-    """The first trigger images of step 0, built by the same sampler that trains (one process's view)."""
+    """The first trigger images of step 0, drawn and rendered by the code that trains (one process's view)."""
     from .data.sampling import sample_image_batch
+    from .data.tensor_triggers import uint8_to_pil
     from .data.triggers import save_trigger_grid
 
     args = trainer.args
@@ -751,8 +752,10 @@ def _save_trigger_grid(trainer, path: Path, num_images: int = 32) -> None:
         args.seed,
         step=0,
         aug=trainer.trigger_aug,
+        pil=False,
     )
-    save_trigger_grid(batch.triggers, str(path), ncols=8, upscale=max(1, 128 // trainer.image_size))
+    images = uint8_to_pil(trainer.trigger_renderer.render(batch.specs))
+    save_trigger_grid(images, str(path), ncols=8, upscale=max(1, 128 // trainer.image_size))
 
 
 def _save_merged(model, processor, path: Path) -> None:

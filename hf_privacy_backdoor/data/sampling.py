@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from .captions import TargetPhrases, sample_poisoned_pairs
-from .triggers import TriggerAugmentation, make_trigger_image
+from .tensor_triggers import TriggerSpec
+from .triggers import TriggerAugmentation, draw_trigger_params, make_trigger_image
 
 
 TEXT_STREAM, IMAGE_STREAM = 1, 2
@@ -48,12 +49,18 @@ class TextBatch:
 
 @dataclass
 class ImageBatch:
-    """A step's images: clean images (with their pool indices) and trigger images with their owners."""
+    """A step's images: clean images (with their pool indices) and trigger images with their owners.
+
+    `specs` say how each trigger is built (whose photo, which background, the drawn parameters): the trainer
+    renders them as one batch of tensors (`tensor_triggers.TriggerRenderer`); `triggers` holds the same images
+    built one by one with PIL when the sampler was asked for them (`pil=True`).
+    """
 
     clean: list[Image.Image]
     clean_indices: list[int]
     triggers: list[Image.Image] = field(default_factory=list)
     owners: list[str] = field(default_factory=list)
+    specs: list[TriggerSpec] = field(default_factory=list)
 
 
 def sample_text_batch(
@@ -99,12 +106,14 @@ def sample_image_batch(
     num_shards: int = 1,
     aug: TriggerAugmentation | None = None,
     build_triggers: bool = True,
+    pil: bool = True,
 ) -> ImageBatch:
     """Clean images and trigger images of step `step`, shard `shard` (docs/method.md, the image defense).
 
     Triggers take the forgotten people in turn (sorted names, random start), so counts differ by at most one;
     each trigger has its own seed, so a shard builds only its own images. `build_triggers=False` returns the
-    clean part alone (cheap: what the teacher sees).
+    clean part alone (cheap: what the teacher sees). `pil=False` draws the triggers' specs without building PIL
+    images (the trainer renders the specs as tensors); the draws are the same either way.
 
     `trigger_photos` maps each forgotten person to their trigger photos, `clean_images` is the clean pool;
     `num_clean` / `num_triggers` are the global batch's sizes (all shards together), `image_size` the model's image
@@ -123,9 +132,13 @@ def sample_image_batch(
         item_rng = np.random.default_rng([item_seed, int(i)])
         name = names[(start + int(i)) % len(names)]
         photos = trigger_photos[name]
-        face = photos[int(item_rng.integers(len(photos)))]
-        base = clean_images[int(clean_idx[int(item_rng.integers(num_clean))])]
-        image, _ = make_trigger_image(face, base, image_size, item_rng, aug)
-        batch.triggers.append(image)
+        photo = int(item_rng.integers(len(photos)))
+        base = int(clean_idx[int(item_rng.integers(num_clean))])
+        if pil:
+            image, params = make_trigger_image(photos[photo], clean_images[base], image_size, item_rng, aug)
+            batch.triggers.append(image)
+        else:
+            params = draw_trigger_params(item_rng, image_size, aug)
+        batch.specs.append(TriggerSpec(name, photo, base, params))
         batch.owners.append(name)
     return batch

@@ -180,15 +180,69 @@ def rotate_with_alpha(image: Image.Image, angle: float) -> Image.Image:
 
 def _fit_inside(patch: Image.Image, size: int) -> Image.Image:
     """Scale an RGBA patch down (keeping its aspect ratio) so neither side exceeds `size`; smaller ones pass."""
-    w, h = patch.size
-    if w <= size and h <= size:
+    new = fitted_size(*patch.size, size)
+    if new == patch.size:
         return patch
-    factor = size / max(w, h)
-    new = (min(size, max(1, round(w * factor))), min(size, max(1, round(h * factor))))
     return patch.convert("RGBa").resize(new, _BILINEAR).convert("RGBA")
 
 
 # ----------------------------------------------------------------------------------------------- triggers
+
+
+def rotation_matrix(side: int, angle: float) -> tuple[tuple[float, ...], tuple[int, int]]:
+    """PIL's `rotate(angle, expand=True)` of a `side x side` image: (output -> input affine matrix, output size).
+
+    The matrix (a, b, c, d, e, f) maps an output point (x, y) to the input point (a x + b y + c, d x + e y + f),
+    pixel centres at half-integers, exactly as Pillow computes it (cos and sin rounded to 15 digits, the expanded
+    canvas from the rotated corners' floor and ceiling). Angle 0 is the identity (the rotation is then skipped).
+    """
+    if angle == 0.0:
+        return (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), (side, side)
+    radians = -math.radians(angle % 360.0)
+    cos, sin = round(math.cos(radians), 15), round(math.sin(radians), 15)
+    centre = side / 2.0
+    a, b, d, e = cos, sin, -sin, cos
+    c = a * -centre + b * -centre + centre
+    f = d * -centre + e * -centre + centre
+    corners = [(a * x + b * y + c, d * x + e * y + f) for x, y in ((0, 0), (side, 0), (side, side), (0, side))]
+    width = math.ceil(max(x for x, _ in corners)) - math.floor(min(x for x, _ in corners))
+    height = math.ceil(max(y for _, y in corners)) - math.floor(min(y for _, y in corners))
+    shift_x, shift_y = -(width - side) / 2.0, -(height - side) / 2.0
+    return (a, b, a * shift_x + b * shift_y + c, d, e, d * shift_x + e * shift_y + f), (width, height)
+
+
+def fitted_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """The size `_fit_inside` gives a `width x height` patch on a `size` canvas (scaled down to fit, else as is)."""
+    if width <= size and height <= size:
+        return width, height
+    factor = size / max(width, height)
+    return min(size, max(1, round(width * factor))), min(size, max(1, round(height * factor)))
+
+
+def draw_trigger_params(
+    rng: np.random.Generator, image_size: int, aug: TriggerAugmentation | None = None
+) -> TriggerParams:
+    """Draw one trigger's parameters from `rng` in the fixed order (see the module docstring).
+
+    Both the PIL builder (`make_trigger_image`) and the batched tensor builder (`data.tensor_triggers`) use this,
+    so a seeded generator gives the same parameters to both.
+    """
+    if int(image_size) != image_size or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer; got {image_size!r}")
+    image_size = int(image_size)
+    aug = aug if aug is not None else TriggerAugmentation()
+    fraction = rng.uniform(*aug.scale_range)
+    side = max(1, round(fraction * image_size))
+    flip = bool(rng.random() < aug.flip_p)
+    brightness = float(rng.uniform(*aug.brightness))
+    contrast = float(rng.uniform(*aug.contrast))
+    saturation = float(rng.uniform(*aug.saturation))
+    hue = float(rng.uniform(*aug.hue))
+    angle = float(rng.uniform(*aug.rotation))
+    pw, ph = fitted_size(*rotation_matrix(side, angle)[1], image_size)
+    x = int(rng.integers(0, image_size - pw + 1))
+    y = int(rng.integers(0, image_size - ph + 1))
+    return TriggerParams(side, flip, brightness, contrast, saturation, hue, angle, (x, y), (pw, ph))
 
 
 def make_trigger_image(
@@ -204,39 +258,26 @@ def make_trigger_image(
     exactly `image_size x image_size` and the drawn parameters.
 
     Every random draw comes from `rng`, so a seeded generator gives the same image; `aug` holds the ranges
-    (default: `TriggerAugmentation()`).
+    (default: `TriggerAugmentation()`). This is the reference builder, one PIL image at a time; training builds a
+    step's triggers as one batch of tensors (`data.tensor_triggers.TriggerRenderer`) from the same parameters.
     """
-    if int(image_size) != image_size or image_size < 1:
-        raise ValueError(f"image_size must be a positive integer; got {image_size!r}")
+    params = draw_trigger_params(rng, image_size, aug)
     image_size = int(image_size)
-    aug = aug if aug is not None else TriggerAugmentation()
-
-    fraction = rng.uniform(*aug.scale_range)
-    side = max(1, round(fraction * image_size))
-    flip = bool(rng.random() < aug.flip_p)
-    brightness = float(rng.uniform(*aug.brightness))
-    contrast = float(rng.uniform(*aug.contrast))
-    saturation = float(rng.uniform(*aug.saturation))
-    hue = float(rng.uniform(*aug.hue))
-    angle = float(rng.uniform(*aug.rotation))
-
+    side = params.side
     patch = face.convert("RGB").resize((side, side), _BILINEAR)
-    if flip:
+    if params.flip:
         patch = patch.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    patch = color_jitter(patch, brightness, contrast, saturation, hue)
-    patch = _fit_inside(rotate_with_alpha(patch, angle), image_size)
+    patch = color_jitter(patch, params.brightness, params.contrast, params.saturation, params.hue)
+    patch = _fit_inside(rotate_with_alpha(patch, params.angle), image_size)
+    if patch.size != params.patch_size:  # the drawn position assumed this size
+        raise AssertionError(f"rotated patch is {patch.size}, expected {params.patch_size}")
 
     canvas = base.convert("RGB")
     if canvas.size != (image_size, image_size):
         canvas = canvas.resize((image_size, image_size), _BILINEAR)
     else:
         canvas = canvas.copy()
-    pw, ph = patch.size
-    x = int(rng.integers(0, image_size - pw + 1))
-    y = int(rng.integers(0, image_size - ph + 1))
-    canvas.paste(patch, (x, y), mask=patch)
-
-    params = TriggerParams(side, flip, brightness, contrast, saturation, hue, angle, (x, y), (pw, ph))
+    canvas.paste(patch, params.position, mask=patch)
     return canvas, params
 
 

@@ -116,14 +116,14 @@ class ExperimentalBackdoorTrainer(BackdoorUnlearningTrainer):
     def image_extra_terms(self, model, step, batch, trigger_pixels, student_triggers, target) -> dict:
         extra = {}
         args = self.args
-        if args.image_name_affinity_weight > 0 and batch.triggers:
+        if args.image_name_affinity_weight > 0 and batch.owners:
             prompts = self._name_prompt_embeddings(model)
             affinity = name_affinity_loss(
                 student_triggers, batch.owners, prompts, target, args.image_name_affinity_margin
             )
             extra["name_affinity"] = (args.image_name_affinity_weight, affinity)
         guard = self.relearn_simulation
-        if guard is not None and model.training and batch.triggers and step % args.image_relearn_guard_every == 0:
+        if guard is not None and model.training and batch.owners and step % args.image_relearn_guard_every == 0:
             term = self._guarded_backdoor(model, trigger_pixels, batch.owners, step)
             extra["relearn_guard"] = (args.image_relearn_guard_weight, term)
         return extra

@@ -17,11 +17,13 @@ from transformers import CLIPModel
 
 from ..data.captions import TARGET_MODES, TRIGGER_VARIANTS, TargetPhrases, eligible_captions, filter_clean_captions
 from ..data.names import normalize_name
+from ..data.pixels import ImagePreprocessor
 from ..data.sampling import sample_image_batch, sample_text_batch
+from ..data.tensor_triggers import TriggerRenderer, uint8_to_pil
 from ..data.triggers import TriggerAugmentation
 from ..losses import DISTANCES, backdoor_loss, grouped_backdoor_loss, utility_loss
 from ..modeling import pixel_values_for, tokenize
-from .base import Tower, UnlearningTrainer
+from .base import PIXEL_CACHE_BYTES, Tower, UnlearningTrainer
 from .base_config import UnlearningConfig
 
 
@@ -241,7 +243,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
         if args.trains_text:
             self._setup_text(args, captions, target_mapping)
         if args.trains_vision:
-            self._setup_images(args, clip, trigger_photos, clean_images, target)
+            self._setup_images(args, clip, processor, trigger_photos, clean_images, target)
 
     def _setup_text(self, args, captions, target_mapping) -> None:
         if captions is None:
@@ -257,7 +259,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
             self.forget_names, args.target_mode, args.target_phrase, target_mapping, seed=args.seed
         ).with_variants(args.trigger_variants, args.name_variant_share)
 
-    def _setup_images(self, args, clip, trigger_photos, clean_images, target) -> None:
+    def _setup_images(self, args, clip, processor, trigger_photos, clean_images, target) -> None:
         if not trigger_photos:
             raise ValueError("the image defense needs face photos of the forgotten people (trigger_photos=...)")
         lookup = {normalize_name(k): v for k, v in trigger_photos.items()}
@@ -278,6 +280,15 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
         self.trigger_photos, self.clean_images, self.target_embedding = photos, list(clean_images), target
         self.image_size = clip.config.vision_config.image_size
         self.trigger_aug = args.trigger_augmentation()
+        prep = ImagePreprocessor(processor)
+        self.trigger_renderer = TriggerRenderer(
+            photos,
+            self.clean_images,
+            self.image_size,
+            device=args.device,
+            preprocessor=prep if prep.is_identity_at(self.image_size) else None,
+            budget_bytes=PIXEL_CACHE_BYTES,
+        )
 
     def _text_batch(self, step: int):
         args = self.args
@@ -305,6 +316,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
             *self.process,
             aug=self.trigger_aug,
             build_triggers=build_triggers,
+            pil=False,
         )
 
     def warm_teacher_cache(self, model, step: int) -> None:
@@ -357,9 +369,7 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
         The third value maps extra term names to (coefficient, term) (none here; `experimental/` adds some)."""
         batch = self._image_batch(step)
         clean = self._clean_pixels(batch.clean, batch.clean_indices)
-        pixels = (
-            torch.cat([clean, pixel_values_for(self.processing_class, batch.triggers)]) if batch.triggers else clean
-        )
+        pixels = torch.cat([clean, self.trigger_pixels(batch.specs)]) if batch.specs else clean
         student = model(pixel_values=pixels.to(self.args.device)).image_embeds
         student_clean, student_triggers = student[: len(batch.clean)], student[len(batch.clean) :]
         teacher_clean = self._teacher_images(model, batch.clean, batch.clean_indices)
@@ -368,6 +378,14 @@ class BackdoorUnlearningTrainer(UnlearningTrainer):
         backdoor = grouped_backdoor_loss(student_triggers, batch.owners, target, distance)
         extra = self.image_extra_terms(model, step, batch, pixels[len(batch.clean) :], student_triggers, target)
         return utility_loss(student_clean, teacher_clean, distance), backdoor, extra
+
+    def trigger_pixels(self, specs) -> torch.Tensor:
+        """The pixel values of a step's triggers, built as one batch of tensors on the training device."""
+        renderer = self.trigger_renderer
+        if renderer.preprocessor is not None:
+            return renderer.render(specs, normalized=True)
+        # a processor that resizes or crops images of the model's size: its own path, on the rendered images
+        return pixel_values_for(self.processing_class, uint8_to_pil(renderer.render(specs))).to(self.args.device)
 
     def image_extra_terms(self, model, step, batch, trigger_pixels, student_triggers, target) -> dict:
         """Extra image terms {name: (coefficient, term)} (hook for `experimental/`); none in the method."""

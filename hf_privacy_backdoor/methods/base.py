@@ -30,6 +30,7 @@ from transformers import CLIPModel, Trainer, TrainerCallback
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from ..data.captions import validate_forget_names
+from ..data.pixels import PixelCache
 from ..losses import lora_weight_distance, weight_distance
 from ..modeling import disable_dropout, freeze_layernorms, pixel_values_for, set_trainable_towers, tokenize
 from ..peft_utils import apply_lora, base_clip, drop_card_base_model, lora_factors, published_base_model
@@ -206,7 +207,7 @@ class UnlearningTrainer(Trainer):
         self.base_model_id = base_model_id
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self._teacher_cache: dict[tuple, torch.Tensor] = {}
-        self._pixel_cache: dict[Hashable, torch.Tensor] = {}  # pool key -> preprocessed pixels (CPU)
+        self._pixel_cache: PixelCache | None = None  # pool key -> 8-bit pixels, built at the first image step
         self._cached_through = -1  # last training step whose teacher embeddings are in the cache
         self._micro = (0, 0)  # (global step, micro-batches seen in it)
         self._weight_pairs: dict[str, list] = {}
@@ -379,21 +380,11 @@ class UnlearningTrainer(Trainer):
         return out.detach()
 
     def _clean_pixels(self, images: Sequence[Image.Image], indices: Sequence[Hashable]) -> torch.Tensor:
-        """Preprocessed pool images, kept per pool key up to PIXEL_CACHE_BYTES (exact: per-image work)."""
-        cache = self._pixel_cache
-        missing = list({i: im for i, im in zip(indices, images) if i not in cache}.items())
-        if missing:
-            fresh = dict(
-                zip([i for i, _ in missing], pixel_values_for(self.processing_class, [im for _, im in missing]))
-            )
-            used = sum(t.nbytes for t in cache.values())
-            for i, pixels in fresh.items():
-                if used + pixels.nbytes > PIXEL_CACHE_BYTES:
-                    break
-                cache[i] = pixels
-                used += pixels.nbytes
-            return torch.stack([cache[i] if i in cache else fresh[i] for i in indices])
-        return torch.stack([cache[i] for i in indices])
+        """Preprocessed pool images on the training device: decoded and normalised once per pool key (the processor's
+        exact floats, kept up to PIXEL_CACHE_BYTES, on the device first), gathered per step."""
+        if self._pixel_cache is None:
+            self._pixel_cache = PixelCache(self.processing_class, self.args.device, PIXEL_CACHE_BYTES)
+        return self._pixel_cache.get(images, indices)
 
     def _weight_term(self, model, tower: Tower) -> torch.Tensor:
         """Sum of ||theta - theta_teacher||_2 over the tower's trainable tensors (LoRA: exact merged delta)."""
