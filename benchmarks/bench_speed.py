@@ -24,6 +24,16 @@ machine hardly move (wall-clock ratios are reported beside them):
     OMP_NUM_THREADS=1 python benchmarks/bench_speed.py
     OMP_NUM_THREADS=1 python benchmarks/bench_speed.py --quick
 
+`--cases image_b32`: the image defense at the resolution users run: openai/clip-vit-base-patch32's architecture
+(random weights, built here), 224 px, the method's reference trigger augmentation (faces at 25-50 %, colour
+jitter, hue, rotation), 128 clean images and 128 triggers a step, random face and background pictures. Modes:
+`inputs_pil` (the step's inputs built as before: 128 PIL triggers one by one, then the processor on all 256
+images), `inputs_tensor` (as the trainer builds them now: triggers rendered as one batch of tensors on the
+device, clean images from the 8-bit cache, normalised on the device), `student` / `student_lora` (the vision
+tower's forward + backward + AdamW on prepared inputs), `trainer` / `trainer_lora` (`BackdoorUnlearningTrainer`
+steps, everything included). The input rows report CPU seconds of one core; on a GPU the trainer / student ratio
+is the one to read.
+
 Peak memory: the process's peak resident set size during the mode (Linux's VmHWM, reset before each run) and,
 on a GPU, `torch.cuda.max_memory_allocated`. Prints one table and writes JSON to `--output`.
 """
@@ -53,11 +63,20 @@ sys.path.insert(0, str(ROOT))
 FORGET = ["Antonio Bryant", "Gabrielle Clayton"]
 CASES = {"text": "synthetic_text.yaml", "image": "synthetic_image.yaml", "text_lora": "synthetic_text_lora.yaml"}
 MODES = ("trainer", "literal", "floor", "student")
+B32_CASE = "image_b32"
+B32_MODES = ("inputs_pil", "inputs_tensor", "student", "trainer", "student_lora", "trainer_lora")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=[*CASES, B32_CASE])
+    parser.add_argument(
+        "--b32_modes",
+        nargs="+",
+        default=list(B32_MODES),
+        choices=list(B32_MODES),
+        help=f"what the {B32_CASE} case measures (see the module docstring)",
+    )
     parser.add_argument("--steps", type=int, default=40, help="steps per timed run")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each mode, taken in turns")
     parser.add_argument("--warmup", type=int, default=3, help="first steps of a run left out of the mean")
@@ -436,6 +455,227 @@ def time_student(setup: Setup, steps: int, start: int = 0) -> tuple[list, float]
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The image defense at 224 px on ViT-B/32's architecture
+
+
+def _b32_world(num_people: int = 4, photos: int = 6, backgrounds: int = 512, seed: int = 0):
+    """Random face photos (name -> PIL) and background pictures at 224 px, with gradients (upsampled noise)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+
+    def picture():
+        small = rng.integers(0, 256, (29, 29, 3), dtype=np.uint8)
+        return Image.fromarray(small).resize((224, 224), Image.BILINEAR)
+
+    faces = {f"Person {chr(65 + k)}": [picture() for _ in range(photos)] for k in range(num_people)}
+    return faces, [picture() for _ in range(backgrounds)]
+
+
+def _b32_model(folder: str):
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+
+    from hf_privacy_backdoor.synthetic.pretrain import tiny_image_processor
+
+    CLIPModel(CLIPConfig()).save_pretrained(folder)  # openai/clip-vit-base-patch32's architecture
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a": 2, "person": 3}
+    tokenizer = _word_tokenizer(vocab)
+    CLIPProcessor(image_processor=tiny_image_processor(224), tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+def _word_tokenizer(vocab):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+
+
+def _b32_config(out: str, steps: int, lora: bool, device: str):
+    from hf_privacy_backdoor import BackdoorUnlearningConfig
+
+    return BackdoorUnlearningConfig(
+        output_dir=out,
+        defense="image",
+        max_steps=steps,
+        learning_rate=1e-3 if lora else 1e-5,
+        num_clean_images=128,
+        num_trigger_images=128,
+        report_to="none",
+        disable_tqdm=True,
+        logging_steps=10 * steps,
+        save_strategy="no",
+        use_cpu=device == "cpu",
+        seed=0,
+    )
+
+
+def _b32_lora():
+    from hf_privacy_backdoor.peft_utils import LoraArguments, get_peft_config
+
+    return get_peft_config(LoraArguments(use_lora=True), "image")  # the recipes' default: rank 16, vision attn + MLP
+
+
+def measure_b32(args: argparse.Namespace) -> list[dict]:
+    """The image defense at 224 px (ViT-B/32 architecture): inputs before / after, the student, the trainer."""
+    import torch
+
+    from hf_privacy_backdoor.data.pixels import ImagePreprocessor, PixelCache
+    from hf_privacy_backdoor.data.sampling import sample_image_batch
+    from hf_privacy_backdoor.data.tensor_triggers import TriggerRenderer
+    from hf_privacy_backdoor.modeling import load_clip, pixel_values_for
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    faces, clean = _b32_world()
+    names = sorted(faces)
+    rows = []
+    with tempfile.TemporaryDirectory() as out:
+        folder = _b32_model(os.path.join(out, "b32"))
+        model, processor = load_clip(folder)
+        config = _b32_config(out, args.steps, False, device)
+        aug = config.trigger_augmentation()
+
+        def batch(step, pil):
+            return sample_image_batch(faces, clean, 128, 128, 224, 0, step, aug=aug, pil=pil)
+
+        def run_inputs_pil(step):
+            b = batch(step, True)
+            return torch.cat([pixel_values_for(processor, b.clean), pixel_values_for(processor, b.triggers)]).to(
+                device
+            )
+
+        renderer = TriggerRenderer(faces, clean, 224, device=device, preprocessor=ImagePreprocessor(processor))
+        cache = PixelCache(processor, device)
+
+        def run_inputs_tensor(step):
+            b = batch(step, False)
+            return torch.cat([cache.get(b.clean, b.clean_indices), renderer.render(b.specs, normalized=True)])
+
+        target = torch.nn.functional.normalize(torch.randn(1, model.config.projection_dim), dim=-1).to(device)
+
+        def student_case(lora):
+            from hf_privacy_backdoor.modeling import disable_dropout, set_trainable_towers
+            from hf_privacy_backdoor.peft_utils import apply_lora
+
+            clip = load_clip(folder)[0].to(device)
+            disable_dropout(clip)
+            if lora:
+                set_trainable_towers(clip, text=False, vision=False)
+                clip = apply_lora(clip, _b32_lora())
+            else:
+                set_trainable_towers(clip, text=False, vision=True)
+            params = [p for p in clip.parameters() if p.requires_grad]
+            optimizer = torch.optim.AdamW(params, lr=1e-5)
+            pixels = run_inputs_tensor(0)
+            base = clip.base_model.model if lora else clip
+
+            def step(_):
+                embeds = torch.nn.functional.normalize(
+                    base.get_image_features(pixel_values=pixels).pooler_output, dim=-1
+                )
+                loss = -(embeds[128:] @ target.T).mean() - (embeds[:128] * embeds[:128].detach()).sum(-1).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+            return step, sum(p.numel() for p in params)
+
+        def trainer_case(lora):
+            from hf_privacy_backdoor import BackdoorUnlearningTrainer
+
+            clip = load_clip(folder)[0]
+            trainer = BackdoorUnlearningTrainer(
+                clip,
+                _b32_config(out, args.steps, lora, device),
+                processor,
+                forget_names=names,
+                trigger_photos=faces,
+                clean_images=clean,
+                target_embedding=target.flatten().cpu(),
+                peft_config=_b32_lora() if lora else None,
+            )
+            return trainer
+
+        for mode in args.b32_modes:
+            _peak_rss_reset()
+            if device == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            trainable = None
+            if mode.startswith("trainer"):
+                trainer = trainer_case(mode.endswith("lora"))
+                trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+                times = _trainer_times(trainer)
+            else:
+                fn = {"inputs_pil": run_inputs_pil, "inputs_tensor": run_inputs_tensor}.get(mode)
+                if fn is None:
+                    fn, trainable = student_case(mode.endswith("lora"))
+                times = []
+                for step in range(args.steps):
+                    began = _now()
+                    fn(step)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(_since(began))
+            kept = times[args.warmup :]
+            rows.append(
+                {
+                    "case": B32_CASE,
+                    "mode": mode,
+                    "device": device,
+                    "cpu_s_per_step": round(statistics.fmean(t[1] for t in kept), 4),
+                    "s_per_step": round(statistics.fmean(t[0] for t in kept), 4),
+                    "samples_per_s": round(256 / statistics.fmean(t[0] for t in kept), 1),
+                    "trainable_params": trainable,
+                    "peak_rss_mb": round(_rss_mb("VmHWM"), 1),
+                    "cuda_peak_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
+                }
+            )
+            print(rows[-1], flush=True)
+    by_mode = {r["mode"]: r for r in rows}
+    for row in rows:
+        mode = row["mode"]
+        student = by_mode.get("student_lora" if mode.endswith("lora") else "student")
+        row["ratio_to_student"] = (
+            round(row["s_per_step"] / student["s_per_step"], 3) if student and mode.startswith("trainer") else None
+        )
+        before = by_mode.get("inputs_pil")
+        row["ratio_to_inputs_pil"] = (
+            round(row["cpu_s_per_step"] / before["cpu_s_per_step"], 3) if before and mode == "inputs_tensor" else None
+        )
+    return rows
+
+
+def _trainer_times(trainer) -> list[tuple[float, float]]:
+    import torch
+    from transformers import TrainerCallback
+
+    marks: list[tuple[float, float]] = []
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            marks.append(_now())
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            marks.append(_now())
+
+    trainer.add_callback(Clock())
+    trainer.train()
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(marks, marks[1:])]
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Driver
 
 
@@ -511,9 +751,10 @@ def main(argv: list[str] | None = None) -> dict:
     os.environ["SYNTHETIC_DIR"] = str(get_or_build_synthetic(progress=False).root)
     load_before = os.getloadavg()
     start = time.perf_counter()
-    rows = [row for case in args.cases for row in measure_case(case, args)]
+    rows = [row for case in args.cases if case != B32_CASE for row in measure_case(case, args)]
+    b32_rows = measure_b32(args) if B32_CASE in args.cases else []
     report = {
-        "results": rows,
+        "results": rows + b32_rows,
         "settings": vars(args),
         "wall_s": round(time.perf_counter() - start, 1),
         "machine": machine_info(
@@ -523,7 +764,12 @@ def main(argv: list[str] | None = None) -> dict:
     }
     keys = ["case", "mode", "cpu_s_per_step", "s_per_step", "samples_per_s", "ratio_to_floor", "ratio_to_literal"]
     keys += ["wall_ratio_to_floor", "peak_rss_mb", "rss_growth_mb", "first_step_loss"]
-    print_table_and_save(rows, keys, report, args.output)
+    if rows:
+        print_table_and_save(rows, keys, report, args.output)
+    if b32_rows:
+        b32_keys = ["case", "mode", "device", "cpu_s_per_step", "s_per_step", "samples_per_s", "trainable_params"]
+        b32_keys += ["peak_rss_mb", "cuda_peak_mb", "ratio_to_student", "ratio_to_inputs_pil"]
+        print_table_and_save(b32_rows, b32_keys, report, args.output)
     print(
         f"load average before {report['machine']['load_average_before']}, after {report['machine']['load_average_after']}"
     )
